@@ -1,0 +1,259 @@
+"""NQE: the VGG-7-style mixed-precision quantized encoder of arXiv 2501.05097.
+
+::
+
+    uint8 image ─(−128)─► [QConv 3b ─ Norm ─ HWMSB] ─► [QConv ─ Norm ─ HWMSB ─ MaxPool] ─► ...
+                           quinary weights             ternary / binary, group convs deeper
+         ... ─► global sum-pool ─► QLinear (head) ─► logits          (classifier)
+         ... ─► QConv 1x1 ─► sign ─► binary code                      (patch encoder, later)
+
+Every block computes on integers: the input is ``pixel − 128``, weights are integer codes
+(binary ±1, ternary {−1,0,1}, quinary {−2..2}), activations are HWMSB codes {0,1,2,3}, so each
+conv produces an integer accumulator. Normalization is BatchNorm in phase 1 and layer-shared
+Bit-Shift Normalization in phase 2 (``NQE.convert_to_bsn``). Max-pooling is applied to the
+activation codes (exact in integers). In BSN mode the whole network is integer-exact: see
+``megabit.export.integer``.
+
+The paper's layer table is not public; the ``nqe-1mbit`` preset below is our design
+(3b → 2b → 1b from shallow to deep, group convs in the wide layers), sized to <= 2^20 bits.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..norm.bsn import BitShiftNorm
+from ..quant.act import hwmsb_codes
+from ..quant.ste import round_ste
+from ..quant.weight import QuantSpec, WeightQuantizer
+
+__all__ = ["LayerSpec", "NQEConfig", "NQE", "PRESETS", "get_preset"]
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One conv block: ``out`` channels, ``kernel``, ``groups``, weight ``levels``, ``pool`` after."""
+
+    out: int
+    levels: int = 3
+    groups: int = 1
+    kernel: int = 3
+    pool: bool = False
+
+
+@dataclass(frozen=True)
+class NQEConfig:
+    layers: tuple[LayerSpec, ...]
+    in_channels: int = 3
+    num_classes: int = 10
+    head_levels: int = 3
+    act_bits: int = 2
+    act_mode: str = "floor"  # HWMSB reading; "round" = uniform 2-bit rounding
+    act_leak: float = 0.0
+    norm: str = "bn"  # "bn" (phase 1) or "bsn" (phase 2)
+    bsn_quantile: float = 0.9
+    shift_bits: int = 4
+    offset_bits: int = 12
+    head_bias_bits: int = 16
+    quantize: bool = True  # False: the same architecture in float (ReLU, float weights, BN)
+    step_rule: str = "heq"
+    step_momentum: float = 0.1
+    name: str = ""
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["layers"] = [asdict(l) for l in self.layers]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "NQEConfig":
+        d = dict(d)
+        d["layers"] = tuple(LayerSpec(**l) for l in d["layers"])
+        known = set(cls.__dataclass_fields__)
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown NQE config fields: {sorted(unknown)}")
+        return cls(**d)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def with_(self, **kw) -> "NQEConfig":
+        return replace(self, **kw)
+
+
+# [I] Our layer table: the paper's is not public. 3b (quinary) in the first two layers, 2b
+# (ternary) in the middle, 1b (binary) deep, group convolutions where the layer is widest.
+PRESETS: dict[str, NQEConfig] = {
+    "nqe-1mbit": NQEConfig(
+        name="nqe-1mbit",
+        layers=(
+            LayerSpec(64, levels=5, pool=True),
+            LayerSpec(128, levels=3),
+            LayerSpec(128, levels=3, groups=2, pool=True),
+            LayerSpec(256, levels=2),
+            LayerSpec(256, levels=2, groups=2, pool=True),
+            LayerSpec(256, levels=2, groups=8),
+        ),
+        head_levels=5,
+    ),
+    # a small preset for tests and smoke runs
+    "nqe-tiny": NQEConfig(
+        name="nqe-tiny",
+        layers=(
+            LayerSpec(16, levels=5, pool=True),
+            LayerSpec(32, levels=3, groups=2, pool=True),
+            LayerSpec(32, levels=2, groups=2, pool=True),
+        ),
+        head_levels=3,
+    ),
+}
+
+
+def get_preset(name: str) -> NQEConfig:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; known: {', '.join(sorted(PRESETS))}") from None
+
+
+class QConvBlock(nn.Module):
+    def __init__(self, cin: int, spec: LayerSpec, cfg: NQEConfig):
+        super().__init__()
+        if cin % spec.groups or spec.out % spec.groups:
+            raise ValueError(f"channels {cin}->{spec.out} not divisible by groups={spec.groups}")
+        self.spec, self.cfg = spec, cfg
+        self.weight = nn.Parameter(torch.empty(spec.out, cin // spec.groups, spec.kernel, spec.kernel))
+        nn.init.kaiming_normal_(self.weight, nonlinearity="relu")
+        levels = spec.levels if cfg.quantize else 0
+        self.quant = WeightQuantizer(QuantSpec(levels, cfg.step_rule, False, cfg.step_momentum))
+        if cfg.norm == "bsn":
+            self.norm: nn.Module = BitShiftNorm(spec.out, 0, cfg.shift_bits, cfg.offset_bits)
+        elif cfg.norm == "bn":
+            self.norm = nn.BatchNorm2d(spec.out)
+        else:
+            raise ValueError(f"norm must be 'bn' or 'bsn', got {cfg.norm!r}")
+
+    def weight_codes(self) -> torch.Tensor:
+        return self.quant.codes(self.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.quant.codes(self.weight) if self.cfg.quantize else self.weight
+        acc = F.conv2d(x, w.to(x.dtype), None, 1, self.spec.kernel // 2, 1, self.spec.groups)
+        y = self.norm(acc)
+        if self.cfg.quantize:
+            y = hwmsb_codes(y, self.cfg.act_bits, self.cfg.act_mode, self.cfg.act_leak)
+        else:
+            y = F.relu(y)
+        if self.spec.pool:
+            y = F.max_pool2d(y, 2)
+        return y
+
+
+class QHead(nn.Module):
+    """Global sum-pool of activation codes, then a quantized linear layer with an integer bias.
+
+    logits = alpha * (W_codes @ sum_hw(codes) + b_int). alpha > 0 only sets the softmax
+    temperature for training; it is not stored, since argmax does not depend on it.
+    """
+
+    def __init__(self, cin: int, cfg: NQEConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.weight = nn.Parameter(torch.randn(cfg.num_classes, cin) * cin**-0.5)
+        levels = cfg.head_levels if cfg.quantize else 0
+        self.quant = WeightQuantizer(QuantSpec(levels, cfg.step_rule, False, cfg.step_momentum))
+        self.bias = nn.Parameter(torch.zeros(cfg.num_classes))
+        self.log_alpha = nn.Parameter(torch.tensor(-5.0))
+
+    def int_bias(self) -> torch.Tensor:
+        lim = (1 << (self.cfg.head_bias_bits - 1)) - 1
+        b = torch.round(self.bias.detach().float() / self.log_alpha.detach().float().exp())
+        return b.clamp(-lim - 1, lim).to(torch.int64)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x.float().sum((2, 3))
+        if not self.cfg.quantize:
+            return F.linear(s / (x.shape[2] * x.shape[3]), self.weight, self.bias)
+        w = self.quant.codes(self.weight)
+        # bias trained in logit units, stored as an integer in accumulator units: b_int = round(b / alpha)
+        lim = (1 << (self.cfg.head_bias_bits - 1)) - 1
+        alpha = self.log_alpha.exp()
+        b = round_ste(self.bias / alpha.detach()).clamp(-lim - 1, lim)
+        return (F.linear(s, w) + b) * alpha
+
+
+class NQE(nn.Module):
+    """The NQE classifier. Input: uint8 (or float 0..255) images, NCHW."""
+
+    def __init__(self, cfg: NQEConfig):
+        super().__init__()
+        self.cfg = cfg
+        blocks, cin = [], cfg.in_channels
+        for spec in cfg.layers:
+            blocks.append(QConvBlock(cin, spec, cfg))
+            cin = spec.out
+        self.blocks = nn.ModuleList(blocks)
+        self.head = QHead(cin, cfg)
+
+    def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float() - 128.0
+        return x if self.cfg.quantize else x / 64.0
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.prepare_input(x)
+        for b in self.blocks:
+            x = b(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+    @torch.no_grad()
+    def convert_to_bsn(self) -> "NQE":
+        """Phase 1 → phase 2: replace each BatchNorm by a layer-shared BitShiftNorm (in place)."""
+        if self.cfg.norm == "bsn":
+            return self
+        if not self.cfg.quantize:
+            raise ValueError("BSN needs the quantized (integer-accumulator) network")
+        cfg = self.cfg.with_(norm="bsn")
+        for blk in self.blocks:
+            bn = blk.norm
+            bsn = BitShiftNorm(blk.spec.out, 0, cfg.shift_bits, cfg.offset_bits)
+            sign = bsn.init_from_batchnorm(bn, cfg.bsn_quantile)
+            blk.weight.mul_(sign.reshape(-1, 1, 1, 1))
+            blk.norm = bsn.to(blk.weight.device)
+            blk.cfg = cfg
+        self.head.cfg = cfg
+        self.cfg = cfg
+        return self
+
+    def quantizers(self) -> list[tuple[str, WeightQuantizer, nn.Parameter]]:
+        out = [(f"blocks.{i}", b.quant, b.weight) for i, b in enumerate(self.blocks)]
+        out.append(("head", self.head.quant, self.head.weight))
+        return out
+
+    @torch.no_grad()
+    def quant_stats(self) -> dict:
+        """Step and level occupancy per layer (to watch for weight collapse)."""
+        stats = {}
+        for name, q, w in self.quantizers():
+            if q.spec.levels == 0:
+                continue
+            was = q.training
+            q.eval()
+            c = q.codes(w)
+            q.train(was)
+            stats[name] = {"step": float(q.step.mean()), "occupancy": [round(v, 4) for v in q.occupancy(c)]}
+        return stats
+
+
+def build_model(cfg: NQEConfig | str) -> NQE:
+    if isinstance(cfg, str):
+        cfg = get_preset(cfg)
+    return NQE(cfg)

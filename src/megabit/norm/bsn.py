@@ -1,0 +1,89 @@
+"""Layer-shared Bit-Shift Normalization (BSN).
+
+BatchNorm after a conv computes, per channel c, ``y = a_c * acc + d_c`` (``a_c = γ_c/σ_c``,
+``d_c = β_c - a_c μ_c``). BSN keeps **one power of two per layer** and an integer offset per
+channel, applied to the integer accumulator:
+
+    y = (acc + o_c) * 2^-k          (integer path: u = (acc + o_c) >> (k - 2) gives floor(4y))
+
+Stored per layer: the shift ``k`` (``shift_bits``, default 4 bits, k ∈ [0, 15]) and ``C`` offsets
+``o_c`` (``offset_bits`` each, default 12, signed). Both are counted in ``megabit budget``.
+
+Conversion from a trained BN layer (``BitShiftNorm.from_batchnorm``), [I] our reading of
+arXiv 2501.05097 (the summaries say "0.9-quantile of the channel scales, 4-bit shift"):
+
+1. channels with ``a_c < 0`` are flipped (their weights negated, which is exact for symmetric
+   codes), so every channel has a positive scale;
+2. ``2^-k`` is the power of two nearest (in log2) to the ``quantile`` (default 0.9) of ``|a_c|``;
+3. ``o_c`` aligns the middle HWMSB threshold (y = 1/2) of BN and BSN for that channel:
+   ``o_c = 2^k / 2 - (1/2 - d_c) / |a_c|``. Other choices (matching the channel mean) are possible;
+   phase-2 fine-tuning moves the offsets anyway.
+
+Offsets are trained as floats and rounded with an STE, clamped to the signed ``offset_bits`` range.
+
+>>> import torch
+>>> bsn = BitShiftNorm(4, shift=3)
+>>> bsn(torch.tensor([[8.0], [0.0], [-8.0], [4.0]]).reshape(1, 4, 1, 1)).flatten()
+tensor([ 1.0000,  0.0000, -1.0000,  0.5000], grad_fn=<ViewBackward0>)
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..quant.ste import round_ste
+
+__all__ = ["BitShiftNorm"]
+
+
+class BitShiftNorm(nn.Module):
+    def __init__(self, channels: int, shift: int = 0, shift_bits: int = 4, offset_bits: int = 12):
+        super().__init__()
+        if not 0 <= shift < (1 << shift_bits):
+            raise ValueError(f"shift {shift} does not fit in {shift_bits} bits")
+        self.channels, self.shift_bits, self.offset_bits = channels, shift_bits, offset_bits
+        self.register_buffer("shift", torch.tensor(int(shift)))
+        self.offset = nn.Parameter(torch.zeros(channels))
+
+    @property
+    def offset_limit(self) -> int:
+        return (1 << (self.offset_bits - 1)) - 1
+
+    def int_offsets(self) -> torch.Tensor:
+        """The stored integer offsets o_c (accumulator units)."""
+        lim = self.offset_limit
+        o = torch.round(self.offset.detach().float() * 2.0 ** int(self.shift))
+        return o.clamp(-lim - 1, lim).to(torch.int64)
+
+    def forward(self, acc: torch.Tensor) -> torch.Tensor:
+        # The trainable parameter is the offset in *output* units (o_c * 2^-k), so that one
+        # learning rate suits every layer whatever its shift; the stored value is the integer o_c.
+        lim = self.offset_limit
+        k = int(self.shift)
+        o = round_ste(self.offset * 2.0**k).clamp(-lim - 1, lim)
+        return (acc + o.to(acc.dtype).reshape(1, -1, 1, 1)) * 2.0**-k
+
+    @torch.no_grad()
+    def init_from_batchnorm(self, bn: nn.BatchNorm2d, quantile: float = 0.9) -> torch.Tensor:
+        """Set shift and offsets from a trained BN; returns the per-channel sign flips (+1/-1).
+
+        The caller must multiply the conv's latent weights of channel c by the returned sign.
+        """
+        a = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        d = bn.bias - a * bn.running_mean
+        sign = torch.where(a < 0, -torch.ones_like(a), torch.ones_like(a))
+        aa = a.abs().clamp_min(1e-12)
+        q = torch.quantile(aa.float(), quantile)
+        k = int(round(-math.log2(float(q))))
+        k = max(0, min((1 << self.shift_bits) - 1, k))
+        self.shift.fill_(k)
+        o = (2.0**k) / 2 - (0.5 - d) / aa
+        lim = self.offset_limit
+        self.offset.copy_(o.clamp(-lim - 1, lim) * 2.0**-k)
+        return sign
+
+    def extra_repr(self) -> str:
+        return f"{self.channels}, shift={int(self.shift)}, offset_bits={self.offset_bits}"

@@ -1,0 +1,251 @@
+"""Two-phase QAT training of the NQE classifier (phase 1 BatchNorm, phase 2 Bit-Shift Norm).
+
+Recipe (fast-CIFAR style, tuned for a 2-core CPU): AdamW with a one-cycle schedule per phase
+(linear warm-up, linear decay to zero), label smoothing, random translate + flip on uint8
+tensors, bf16 autocast + channels_last, optional torch.compile, flip test-time augmentation.
+The paper trains 100 + 120 epochs on a GPU; both phase lengths are configurable.
+
+Run directory layout: ``config.json``, ``metrics.jsonl`` (one JSON line per epoch),
+``checkpoint.pt`` (atomic, every epoch; ``resume=True`` continues from it) and ``model.pt``
+(the final small file: config + state_dict). Multi-process: launched under ``torchrun`` the
+loop uses torch.distributed (gloo on CPU) with DistributedDataParallel, each rank taking its
+shard of every batch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from ..data.cifar import Split, batches, random_crop_flip
+from ..models.nqe import NQE, NQEConfig, get_preset
+from ..utils import atomic_save, atomic_write_text
+
+__all__ = ["TrainConfig", "train_classifier", "evaluate", "load_classifier", "save_classifier"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    preset: str = "nqe-1mbit"
+    epochs_bn: int = 40
+    epochs_bsn: int = 16
+    batch_size: int = 256
+    lr: float = 2e-3
+    lr_bsn: float = 5e-4
+    weight_decay: float = 5e-5
+    label_smoothing: float = 0.1
+    warmup_frac: float = 0.15
+    bf16: bool = True
+    compile: bool = True
+    tta: bool = True
+    seed: int = 0
+    quantize: bool = True  # False: the same architecture in float (ablation)
+    norm: str = "bn"  # "bn" then BSN; "bn-only" keeps BatchNorm for the whole budget (ablation)
+    limit_train: int | None = None
+    limit_test: int | None = None
+    threads: int | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+def save_classifier(model: NQE, path: str | os.PathLike, extra: dict | None = None) -> None:
+    """Small shippable file: config JSON + state dict (fp32 latent weights; codes derive from them)."""
+    atomic_save({"format": "megabit-nqe", "config": model.cfg.to_dict(), "state_dict": model.state_dict(),
+                 "extra": extra or {}}, path)
+
+
+def load_classifier(path: str | os.PathLike) -> NQE:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such model file") from None
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(f"{path}: not a megabit model file ({type(e).__name__})") from None
+    if not isinstance(obj, dict) or obj.get("format") not in ("megabit-nqe", "megabit-nqe-ckpt"):
+        raise ValueError(f"{path}: not a megabit NQE model file")
+    cfg = NQEConfig.from_dict(obj["config"] if "config" in obj else obj["model_config"])
+    model = NQE(cfg)
+    sd = obj["state_dict"] if "state_dict" in obj else obj["model"]
+    sd = {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in sd.items()}
+    try:
+        model.load_state_dict(sd)
+    except RuntimeError as e:
+        raise ValueError(f"{path}: weights do not match its config ({str(e).splitlines()[0]})") from None
+    model.eval()
+    return model
+
+
+@torch.no_grad()
+def predict_logits(model: NQE, x: torch.Tensor, batch_size: int = 500, tta: bool = True) -> torch.Tensor:
+    """fp32 logits (exact integer arithmetic in BSN mode), optionally summed over a horizontal flip."""
+    model.eval()
+    outs = []
+    for i in range(0, len(x), batch_size):
+        xb = x[i : i + batch_size]
+        lo = model(xb)
+        if tta:
+            lo = lo + model(xb.flip(3))
+        outs.append(lo)
+    return torch.cat(outs) if outs else torch.empty(0, model.cfg.num_classes)
+
+
+def evaluate(model: NQE, data: Split, tta: bool = True, batch_size: int = 500) -> dict:
+    logits = predict_logits(model, data.x, batch_size, tta)
+    pred = logits.argmax(1)
+    correct = pred == data.y
+    per_class = [float(correct[data.y == c].float().mean()) if (data.y == c).any() else float("nan") for c in range(10)]
+    return {"accuracy": float(correct.float().mean()), "per_class": per_class, "n": len(data), "tta": tta}
+
+
+def _one_cycle(step: int, total: int, warm: float) -> float:
+    w = max(1, int(total * warm))
+    return (step + 1) / w if step < w else max(0.0, (total - step) / max(1, total - w))
+
+
+def _param_groups(model: NQE, lr: float, wd: float):
+    decay, no_decay = [], []
+    for n, p in model.named_parameters():
+        (decay if p.dim() > 1 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": wd, "lr": lr}, {"params": no_decay, "weight_decay": 0.0, "lr": lr}]
+
+
+def _ddp_info() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def train_classifier(
+    cfg: TrainConfig,
+    train: Split,
+    test: Split,
+    out_dir: str | os.PathLike,
+    resume: bool = False,
+    model_cfg: NQEConfig | None = None,
+    progress: bool = True,
+) -> dict:
+    """Train (both phases), write the run directory, return the final metrics dict."""
+    from tqdm import tqdm
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    rank, world = _ddp_info()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    mcfg = model_cfg or get_preset(cfg.preset)
+    mcfg = mcfg.with_(quantize=cfg.quantize, norm="bn")
+    torch.manual_seed(cfg.seed)
+    model = NQE(mcfg)
+    phases = [("bn", cfg.epochs_bn, cfg.lr)]
+    if cfg.quantize and cfg.norm != "bn-only" and cfg.epochs_bsn > 0:
+        phases.append(("bsn", cfg.epochs_bsn, cfg.lr_bsn))
+    elif cfg.epochs_bsn > 0:  # ablation: spend the same budget with BatchNorm throughout
+        phases = [("bn", cfg.epochs_bn + cfg.epochs_bsn, cfg.lr)]
+    total_epochs = sum(p[1] for p in phases)
+
+    state = {"epoch": 0, "history": [], "wall": 0.0}
+    ckpt_path = out / "checkpoint.pt"
+    opt_state = None
+    if resume and ckpt_path.exists():
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        if ck["model_config"]["norm"] == "bsn":
+            model.convert_to_bsn()
+        model.load_state_dict(ck["model"])
+        opt_state, state = ck["optimizer"], ck["state"]
+        torch.set_rng_state(ck["rng"])
+    if rank == 0:
+        atomic_write_text(out / "config.json", json.dumps({"train": cfg.to_dict(), "model": mcfg.to_dict()}, indent=2))
+
+    gen = torch.Generator().manual_seed(cfg.seed * 1000 + state["epoch"] * 7 + rank)
+    steps_per_epoch = len(train) // cfg.batch_size
+    epoch = state["epoch"]
+    cur_phase = None
+    while epoch < total_epochs:
+        # which phase is this epoch in?
+        start = 0
+        for phase, n_ep, lr in phases:
+            if epoch < start + n_ep:
+                break
+            start += n_ep
+        if phase == "bsn" and model.cfg.norm != "bsn":
+            model.convert_to_bsn()
+            opt_state = None
+            if rank == 0:
+                r = evaluate(model, test, cfg.tta)
+                state.setdefault("notes", {})["bsn_after_conversion"] = r["accuracy"]
+        model.train()
+        if cur_phase != phase:
+            cur_phase = phase
+            net = model.to(memory_format=torch.channels_last)
+            if world > 1:
+                net = torch.nn.parallel.DistributedDataParallel(net)
+            fwd = torch.compile(net) if cfg.compile else net
+            opt = torch.optim.AdamW(_param_groups(model, lr, cfg.weight_decay), lr=lr, betas=(0.9, 0.99))
+            if opt_state is not None:
+                opt.load_state_dict(opt_state)
+                opt_state = None
+        # train one epoch at a time so that each can be checkpointed
+        t0 = time.time()
+        tot_loss, tot_n, tot_ok = 0.0, 0, 0
+        it = batches(len(train), cfg.batch_size, True, gen, drop_last=True)
+        bar = tqdm(it, total=steps_per_epoch, desc=f"{phase} {epoch + 1}/{total_epochs}", disable=not progress or rank != 0, leave=False)
+        for i, idx in enumerate(bar):
+            step = (epoch - start) * steps_per_epoch + i
+            f = _one_cycle(step, n_ep * steps_per_epoch, cfg.warmup_frac)
+            for g in opt.param_groups:
+                g["lr"] = lr * f
+            if world > 1:
+                idx = idx[rank::world]
+            xb = random_crop_flip(train.x[idx], generator=gen).contiguous(memory_format=torch.channels_last)
+            yb = train.y[idx]
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+                logits = fwd(xb)
+            loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if not math.isfinite(loss.item()):
+                raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1}, step {i}")
+            tot_loss += loss.item() * len(yb)
+            tot_n += len(yb)
+            tot_ok += int((logits.argmax(1) == yb).sum())
+            if i % 20 == 0:
+                bar.set_postfix(loss=f"{tot_loss / tot_n:.3f}", acc=f"{tot_ok / tot_n:.3f}")
+        train_time = time.time() - t0
+        epoch += 1
+        state["wall"] += train_time
+        if rank == 0:
+            ev = evaluate(model, test, cfg.tta)
+            rec = {"epoch": epoch, "phase": phase, "train_loss": tot_loss / tot_n, "train_acc": tot_ok / tot_n,
+                   "test_acc": ev["accuracy"], "epoch_s": round(train_time, 1), "img_per_s": round(tot_n * world / train_time, 1),
+                   "lr": lr, "quant": model.quant_stats() if cfg.quantize else {}}
+            state["history"].append(rec)
+            with open(out / "metrics.jsonl", "a") as fh:
+                fh.write(json.dumps(rec) + "\n")
+            if progress:
+                print(f"epoch {epoch}/{total_epochs} [{phase}] loss {rec['train_loss']:.3f} train {rec['train_acc']:.4f} "
+                      f"test {rec['test_acc']:.4f} ({train_time:.0f}s, {rec['img_per_s']:.0f} img/s)", flush=True)
+            state["epoch"] = epoch
+            atomic_save({"format": "megabit-nqe-ckpt", "model": model.state_dict(), "model_config": model.cfg.to_dict(),
+                         "optimizer": opt.state_dict(), "state": state, "rng": torch.get_rng_state()}, ckpt_path)
+
+    final = evaluate(model, test, cfg.tta) if rank == 0 else {}
+    result = {"accuracy": final.get("accuracy"), "per_class": final.get("per_class"), "epochs": total_epochs,
+              "train_wall_s": round(state["wall"], 1), "notes": state.get("notes", {})}
+    if rank == 0:
+        save_classifier(model, out / "model.pt", {"train": cfg.to_dict(), "result": result})
+        atomic_write_text(out / "result.json", json.dumps(result, indent=2))
+    return result
