@@ -35,8 +35,8 @@ __all__ = ["TrainConfig", "train_classifier", "evaluate", "load_classifier", "sa
 @dataclass(frozen=True)
 class TrainConfig:
     preset: str = "nqe-1mbit"
-    epochs_bn: int = 40
-    epochs_bsn: int = 16
+    epochs_bn: int = 60
+    epochs_bsn: int = 24
     batch_size: int = 256
     lr: float = 2e-3
     lr_bsn: float = 5e-4

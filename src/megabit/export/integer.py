@@ -1,0 +1,121 @@
+"""Integer-only inference of a BSN-mode NQE network (the reference the C runtime matches).
+
+Every tensor is an integer tensor (int8 weights, int32 activations/accumulators, int64 logits):
+
+    x0      = pixel − 128                                     (int, −128..127)
+    acc     = Σ W·x   (integer conv, groups)                  (int32)
+    u       = (acc + o_c) >> (k − 2)       (k < 2: << (2 − k)) (arithmetic shift = floor)
+    x_next  = clamp(u, 0, 3)   then 2x2 max-pool if the layer has one
+    logits  = W_head · Σ_hw x + b                             (int64)
+
+``u`` equals ``floor(4 · (acc + o_c) · 2^-k)``, i.e. HWMSB of the BSN output, so the integer
+network reproduces the fake-quantized PyTorch model exactly (tested over the CIFAR-10 test set).
+The convolution is an integer im2col + int32 matmul (no float anywhere).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..models.nqe import NQE, NQEConfig
+
+__all__ = ["IntLayer", "IntHead", "IntegerNQE"]
+
+
+@dataclass
+class IntLayer:
+    codes: np.ndarray  # int8 [Cout, Cin/groups, k, k]
+    levels: int
+    groups: int
+    pool: bool
+    shift: int
+    offsets: np.ndarray  # int64 [Cout]
+
+    @property
+    def kernel(self) -> int:
+        return int(self.codes.shape[-1])
+
+
+@dataclass
+class IntHead:
+    codes: np.ndarray  # int8 [classes, C]
+    levels: int
+    bias: np.ndarray  # int64 [classes]
+
+
+def _int_conv(x: torch.Tensor, w: torch.Tensor, groups: int) -> torch.Tensor:
+    """Integer 'same' convolution by im2col (slicing) and int32 matmul. x: int32 NCHW, w: int32."""
+    n, c, h, wd = x.shape
+    cout, cg, k, _ = w.shape
+    p = k // 2
+    xp = F.pad(x, (p, p, p, p)) if p else x
+    cols = torch.stack([xp[:, :, dy : dy + h, dx : dx + wd] for dy in range(k) for dx in range(k)], 2)
+    # cols: [N, C, k*k, H, W] -> [N, G, cg*k*k, H*W]
+    cols = cols.reshape(n, groups, cg * k * k, h * wd)
+    wm = w.reshape(groups, cout // groups, cg * k * k)
+    acc = torch.matmul(wm.unsqueeze(0), cols)  # [N, G, og, H*W]
+    return acc.reshape(n, cout, h, wd)
+
+
+class IntegerNQE:
+    """Integer-only executable form of a BSN-mode NQE (see module docstring)."""
+
+    def __init__(self, cfg: NQEConfig, layers: list[IntLayer], head: IntHead):
+        self.cfg, self.layers, self.head = cfg, layers, head
+
+    @classmethod
+    @torch.no_grad()
+    def from_model(cls, model: NQE) -> "IntegerNQE":
+        if model.cfg.norm != "bsn" or not model.cfg.quantize:
+            raise ValueError("integer inference needs a quantized model in BSN mode (train phase 2 first)")
+        if model.cfg.act_mode != "floor":
+            raise ValueError("integer inference implements HWMSB with floor (act_mode='floor')")
+        model.eval()
+        layers = []
+        for b in model.blocks:
+            layers.append(IntLayer(
+                codes=b.weight_codes().round().to(torch.int8).numpy(),
+                levels=b.spec.levels, groups=b.spec.groups, pool=b.spec.pool,
+                shift=int(b.norm.shift), offsets=b.norm.int_offsets().numpy()))
+        h = model.head
+        head = IntHead(h.quant.codes(h.weight).round().to(torch.int8).numpy(), model.cfg.head_levels, h.int_bias().numpy())
+        return cls(model.cfg, layers, head)
+
+    def forward(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """uint8 NCHW images -> int64 logits."""
+        x = torch.as_tensor(x)
+        if x.dtype != torch.uint8:
+            raise ValueError(f"integer inference takes uint8 images, got {x.dtype}")
+        if x.dim() != 4 or x.shape[1] != self.cfg.in_channels:
+            raise ValueError(f"expected NCHW images with {self.cfg.in_channels} channels, got shape {tuple(x.shape)}")
+        a = x.to(torch.int32) - 128
+        top = (1 << self.cfg.act_bits) - 1
+        sh_base = self.cfg.act_bits  # floor(2^bits * y): shift by k - bits
+        for L in self.layers:
+            acc = _int_conv(a, torch.from_numpy(L.codes).to(torch.int32), L.groups)
+            acc = acc + torch.from_numpy(L.offsets).to(torch.int32).reshape(1, -1, 1, 1)
+            s = L.shift - sh_base
+            u = torch.bitwise_right_shift(acc, s) if s >= 0 else torch.bitwise_left_shift(acc, -s)
+            a = u.clamp(0, top)
+            if L.pool:
+                n, c, hh, ww = a.shape
+                a = a[:, :, : hh // 2 * 2, : ww // 2 * 2].reshape(n, c, hh // 2, 2, ww // 2, 2).amax((3, 5))
+        s = a.to(torch.int64).sum((2, 3))
+        return s @ torch.from_numpy(self.head.codes).to(torch.int64).T + torch.from_numpy(self.head.bias)
+
+    __call__ = forward
+
+    def predict(self, x: torch.Tensor, tta: bool = True, batch_size: int = 250) -> torch.Tensor:
+        """Integer logits, summed over a horizontal flip when ``tta`` (still integer)."""
+        out = []
+        for i in range(0, len(x), batch_size):
+            xb = x[i : i + batch_size]
+            lo = self.forward(xb)
+            if tta:
+                lo = lo + self.forward(xb.flip(3))
+            out.append(lo)
+        return torch.cat(out)
