@@ -85,6 +85,8 @@ True
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from . import _common as C
@@ -217,26 +219,28 @@ def _encode_kernel(sym, K, prec, f, cum):
     return words, states
 
 
-def _decode_kernel(words, f, cum, slot2sym, prec, init_states, n, out):
+def _decode_kernel(words_p, nw, dtab, prec, init_states, n, out):
+    """Lockstep K-stream decoder.
+
+    ``dtab[slot] = f_s | (slot - cdf[s]) << 17 | s << 33`` (one load per
+    symbol); ``words_p`` is the word stream plus one zero word so that the
+    renormalization read is branch-free and never out of bounds.
+    """
     K = init_states.shape[0]
     states = init_states.copy()
-    nw = words.shape[0]
     mask = (1 << prec) - 1
     wp = 0
     k = 0
     for i in range(n):
         x = states[k]
-        slot = x & mask
-        s = slot2sym[slot]
-        x = f[s] * (x >> prec) + slot - cum[s]
+        e = dtab[x & mask]
+        x = (e & 0x1FFFF) * (x >> prec) + ((e >> 17) & 0xFFFF)
+        w = words_p[min(wp, nw)]
         if x < 65536:
-            w = 0
-            if wp < nw:
-                w = words[wp]
             x = (x << 16) | w
             wp += 1
         states[k] = x
-        out[i] = s
+        out[i] = e >> 33
         k += 1
         if k == K:
             k = 0
@@ -247,8 +251,35 @@ def _decode_kernel(words, f, cum, slot2sym, prec, init_states, n, out):
     return wp, ok
 
 
+def _decode_kernel_k1(words_p, nw, dtab, prec, x, n, out):
+    """Single-stream specialization (state in a register, branch-free renormalization)."""
+    mask = (1 << prec) - 1
+    wp = 0
+    for i in range(n):
+        e = dtab[x & mask]
+        x = (e & 0x1FFFF) * (x >> prec) + ((e >> 17) & 0xFFFF)
+        w = words_p[min(wp, nw)]
+        nd = x < 65536
+        x = (x << 16) | w if nd else x
+        wp += nd
+        out[i] = e >> 33
+    return wp, x == 65536
+
+
+@functools.lru_cache(maxsize=32)
+def _decode_table(fbytes: bytes) -> np.ndarray:
+    f = np.frombuffer(fbytes, dtype=np.int64)
+    cum = cdf_from_freqs(f)
+    sym = np.repeat(np.arange(f.size, dtype=np.int64), f)
+    slots = np.arange(sym.size, dtype=np.int64)
+    tab = f[sym] | ((slots - cum[sym]) << 17) | (sym << 33)
+    tab.setflags(write=False)
+    return tab
+
+
 _encode_nb = C.jit(_encode_kernel)
 _decode_nb = C.jit(_decode_kernel)
+_decode_nb_k1 = C.jit(_decode_kernel_k1)
 
 
 # ------------------------------------------------------------------ API ----
@@ -302,7 +333,13 @@ def decode(
     dt = np.uint8 if f.size <= 256 else np.uint16
     if C.resolve_backend(backend) == "numba":
         out = np.empty(n, dtype=dt)
-        used, ok = _decode_nb(words, f, cdf_from_freqs(f), _slot_table(f), prec, init, n, out)
+        words_p = np.zeros(nw + 1, dtype=np.uint16)
+        words_p[:nw] = words
+        dtab = _decode_table(f.tobytes())
+        if K == 1:
+            used, ok = _decode_nb_k1(words_p, nw, dtab, prec, int(init[0]), n, out)
+        else:
+            used, ok = _decode_nb(words_p, nw, dtab, prec, init, n, out)
     else:
         res, used, states = _decode_python(words.tolist(), f, prec, init.tolist(), n)
         out = np.asarray(res, dtype=dt)
