@@ -20,6 +20,16 @@ def test_doctests(module):
     assert res.failed == 0
 
 
+def test_docs_example():
+    from pathlib import Path
+
+    doc = Path(__file__).resolve().parents[2] / "docs" / "entropy.md"
+    if not doc.exists():
+        pytest.skip("docs/entropy.md not present")
+    res = doctest.testfile(str(doc), module_relative=False, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert res.attempted > 0 and res.failed == 0
+
+
 @pytest.mark.parametrize("coder", ["tans", "rans"])
 @pytest.mark.parametrize("k", [1, 4, 8, 32])
 def test_encode_array_roundtrip(coder, k):

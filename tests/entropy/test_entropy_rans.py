@@ -61,7 +61,8 @@ def test_validation():
     with pytest.raises(ValueError, match="n_streams"):
         rans.decode(p, f, 8, 3, n_streams=1)
     with pytest.raises(ValueError, match="magic"):
-        rans.decode(p, f, 8, 3, n_streams=2) if False else rans.decode(b"tANS" + p[4:], f, 8, 3, n_streams=2)
+        rans.decode(b"tANS" + p[4:], f, 8, 3, n_streams=2)
+    assert rans.decode(p, f, 8, 3, n_streams=2).tolist() == [0, 1, 1]
 
 
 @settings(max_examples=150, **SETTINGS)
