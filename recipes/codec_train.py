@@ -1,0 +1,35 @@
+"""Recipe: the shipped patch codec (src/megabit/assets/codec-nested.pt), trained on a 2-core CPU.
+
+    nice -n 19 python recipes/codec_train.py --data-root ../shared/data/photos --out runs/codec [--resume]
+        [--minutes 5 3.5 1.5 10] [--stop-after-min 5]
+
+Stages (see megabit.codec.train): float encoder + patch decoder on 32x32 patches -> quantized NQE
+encoder (QAT with code distillation, BN) -> BSN -> refinement on 128x128 crops. Budgets are wall
+minutes per stage; ``--stop-after-min`` ends a session early (checkpoint kept) and ``--resume``
+continues, so the schedule can be run as several short sessions on a shared machine.
+Training data: photos/ only (Kodak and CLIC are evaluation sets). Equivalent CLI:
+``megabit train-codec --data-root ... --out ...``.
+"""
+import argparse
+import json
+import sys
+
+import torch
+
+from megabit.codec.train import TrainCodecConfig, train_codec
+from megabit.models.patch_codec import PatchCodecConfig
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--data-root", required=True)
+ap.add_argument("--out", required=True)
+ap.add_argument("--resume", action="store_true")
+ap.add_argument("--minutes", type=float, nargs=4, default=[5.0, 3.5, 1.5, 10.0])
+ap.add_argument("--stop-after-min", type=float, default=None)
+ap.add_argument("--tiny", action="store_true", help="tiny model (smoke test)")
+a = ap.parse_args()
+torch.set_num_threads(1)
+tcfg = TrainCodecConfig(minutes=tuple(a.minutes))
+mcfg = PatchCodecConfig.tiny() if a.tiny else PatchCodecConfig()
+res = train_codec(a.data_root, a.out, tcfg, mcfg, resume=a.resume,
+                  stop_after_s=None if a.stop_after_min is None else a.stop_after_min * 60)
+json.dump({k: v for k, v in res.items() if k != "metrics"}, sys.stdout, indent=2)

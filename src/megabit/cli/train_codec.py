@@ -1,0 +1,40 @@
+"""``megabit train-codec --data-root photos/ --out runs/codec [--minutes F Q B R] [--resume]``.
+
+Same as ``recipes/codec_train.py`` (which produced the bundled model)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="megabit train-codec", description="Train the patch codec (3 stages, CPU, time-budgeted).")
+    p.add_argument("--data-root", required=True, help="training images (same-size crops, e.g. shared/data/photos)")
+    p.add_argument("--out", required=True, help="run folder (checkpoint.pt, metrics.jsonl, model.pt)")
+    p.add_argument("--minutes", type=float, nargs=4, default=[5.0, 3.5, 1.5, 10.0], metavar=("FLOAT", "QAT_BN", "QAT_BSN", "REFINE"),
+                   help="wall-clock minutes per stage")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--stop-after-min", type=float, default=None, help="end this session early (resume later)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--tiny", action="store_true", help="tiny model (smoke tests)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    from pathlib import Path
+
+    from ..codec.train import TrainCodecConfig, train_codec
+    from ..models.patch_codec import PatchCodecConfig
+
+    if not Path(a.data_root).is_dir():
+        raise ValueError(f"not a folder: {a.data_root}")
+    tcfg = TrainCodecConfig(minutes=tuple(a.minutes), threads=a.threads)
+    mcfg = PatchCodecConfig.tiny() if a.tiny else PatchCodecConfig()
+    res = train_codec(a.data_root, a.out, tcfg, mcfg, resume=a.resume,
+                      stop_after_s=None if a.stop_after_min is None else 60 * a.stop_after_min)
+    print(json.dumps({k: v for k, v in res.items() if k != "metrics"}, indent=1))
+    return 0

@@ -1,0 +1,240 @@
+"""Compress / decompress images with the patch codec (library API behind ``megabit compress``).
+
+>>> import numpy as np
+>>> from megabit.models.patch_codec import PatchCodec, PatchCodecConfig
+>>> c = Codec.from_model(PatchCodec(PatchCodecConfig.tiny()).eval(), name="codec-tiny")
+>>> img = np.random.default_rng(0).integers(0, 256, (37, 70, 3), dtype=np.uint8)
+>>> data = compress_image(img, c, rate_bits=64)
+>>> decompress_bytes(data, c).shape
+(37, 70, 3)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data.images import load_rgb, pad_to_multiple
+from ..fmt.mbc import MbcHeader, pack_bits, pack_mbc, unpack_bits, unpack_mbc
+from ..models.patch_codec import PATCH, PatchCodec, PatchCodecConfig
+from ..utils import atomic_write_bytes
+from . import entropy_model as em
+from .registry import CUSTOM_MODEL_ID, DEFAULT_MODEL, MODELS, asset_path, model_id_of
+
+__all__ = ["Codec", "load_codec", "compress_image", "decompress_bytes", "reconstruct", "compress_file",
+           "decompress_file", "ENTROPY_MODES"]
+
+ENTROPY_MODES = ("auto", "raw", "ans")
+
+
+@dataclass
+class Codec:
+    """A loaded model plus what the bitstream needs to name it."""
+
+    model: PatchCodec
+    name: str
+    model_id: int
+    model_hash: bytes
+    bit_probs: np.ndarray  # [max_bits, 6] float32
+
+    @classmethod
+    def from_model(cls, model: PatchCodec, name: str = "custom", bit_probs: np.ndarray | None = None,
+                   model_id: int | None = None) -> "Codec":
+        model.eval()
+        if bit_probs is None:
+            bit_probs = np.full((model.cfg.max_bits, em.N_CTX), 0.5, np.float32)
+        bit_probs = np.asarray(bit_probs, np.float32)
+        return cls(model, name, model_id_of(name) if model_id is None else model_id, model_hash(model, bit_probs),
+                   bit_probs)
+
+
+def model_hash(model: PatchCodec, bit_probs: np.ndarray) -> bytes:
+    """sha256 over the encoder's tensors (sorted names, float32 LE) and the bit table; first 8 bytes."""
+    h = hashlib.sha256()
+    for k, v in sorted(model.g_a.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().to(torch.float32).contiguous().numpy().astype("<f4").tobytes())
+    h.update(np.asarray(bit_probs, "<f4").tobytes())
+    return h.digest()[:8]
+
+
+def load_codec(model: str | os.PathLike | None = None) -> Codec:
+    """Load a bundled model by name (default ``codec-nested``) or a model file (``model.pt``)."""
+    name = DEFAULT_MODEL if model is None else str(model)
+    is_file = Path(name).suffix == ".pt" or os.sep in name
+    path = Path(name) if is_file else asset_path(name)
+    if not path.is_file():
+        raise ValueError(f"codec model file not found: {path}" + ("" if is_file else " (no trained model bundled)"))
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+        cfg = PatchCodecConfig.from_dict(obj["config"])
+        m = PatchCodec(cfg)
+        m.load_state_dict(obj["state_dict"])
+    except (KeyError, RuntimeError, TypeError, EOFError) as e:
+        raise ValueError(f"not a patch codec model file: {path} ({type(e).__name__})") from None
+    probs = obj.get("bit_probs")
+    probs = None if probs is None else np.asarray(probs, np.float32)
+    return Codec.from_model(m, path.stem if is_file else name, probs, CUSTOM_MODEL_ID if is_file else model_id_of(name))
+
+
+# ----------------------------------------------------------------------------- compress ---
+
+
+def _to_tensor(img: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float()
+
+
+def encode_bits_of(img: np.ndarray, codec: Codec, rate_bits: int) -> tuple[np.ndarray, int, int]:
+    """uint8 [H, W, 3] -> (bits [gh*gw, rate], gh, gw), image padded by edge replication."""
+    codec.model.cfg.channels_for(rate_bits)
+    x = _to_tensor(pad_to_multiple(img, PATCH))
+    gh, gw = x.shape[2] // PATCH, x.shape[3] // PATCH
+    bits = []
+    rows_per_chunk = max(1, 256 // gw)  # bound memory on large images
+    for r0 in range(0, gh, rows_per_chunk):
+        xs = x[:, :, r0 * PATCH : (r0 + rows_per_chunk) * PATCH]
+        bits.append(codec.model.compress(xs, rate_bits).numpy())
+    return np.concatenate(bits, 0), gh, gw
+
+
+def compress_image(img, codec: Codec, rate_bits: int = 256, entropy: str = "auto") -> bytes:
+    """Image (path, PIL image or uint8 [H, W, 3|1|4] array) -> .mbc bytes.
+
+    ``entropy``: "raw" = fixed rate (packed bits), "ans" = rANS with the model's bit table,
+    "auto" = the smaller of the two.
+    """
+    if entropy not in ENTROPY_MODES:
+        raise ValueError(f"entropy must be one of {ENTROPY_MODES}, got {entropy!r}")
+    channels = 3
+    if isinstance(img, np.ndarray):
+        a = img
+        if a.ndim == 2:
+            a = a[:, :, None]
+        if a.ndim != 3 or a.shape[2] not in (1, 2, 3, 4) or a.dtype != np.uint8:
+            raise ValueError(f"expected a uint8 HxW[xC] image, got {a.dtype} {a.shape}")
+        channels = a.shape[2]
+        a = np.repeat(a[:, :, :1], 3, 2) if channels <= 2 else a[:, :, :3]
+    else:
+        from PIL import Image
+
+        im = img if isinstance(img, Image.Image) else None
+        if im is None:
+            a = load_rgb(img)
+            try:
+                with Image.open(img) as probe:
+                    channels = len(probe.getbands())
+            except Exception:  # noqa: BLE001 - the channel count is informational only
+                channels = 3
+        else:
+            a, channels = load_rgb(im), len(im.getbands())
+    channels = min(max(channels, 1), 4)
+    h, w = a.shape[:2]
+    bits, gh, gw = encode_bits_of(np.ascontiguousarray(a), codec, rate_bits)
+    raw = pack_bits(bits)
+    payload, coded = raw, False
+    if entropy in ("ans", "auto"):
+        blob = em.encode_bits(bits, gh, gw, codec.bit_probs)
+        if entropy == "ans" or len(blob) < len(raw):
+            payload, coded = blob, True
+    hdr = MbcHeader(w, h, channels, rate_bits, codec.model_id, codec.model_hash, coded)
+    return pack_mbc(hdr, payload)
+
+
+# --------------------------------------------------------------------------- decompress ---
+
+
+def _refine_tiled(model: PatchCodec, x: torch.Tensor, rate_frac: float, tile: int = 512, margin: int = 64) -> torch.Tensor:
+    """Refinement on overlapping tiles (origins on the 32-pixel grid, so the position code agrees)."""
+    _, _, H, W = x.shape
+    if H * W <= 1024 * 1024:
+        return model.refine(x, rate_frac)
+    out = torch.empty_like(x)
+    for y0 in range(0, H, tile):
+        for x0 in range(0, W, tile):
+            ya, xa = max(0, y0 - margin), max(0, x0 - margin)
+            yb, xb = min(H, y0 + tile + margin), min(W, x0 + tile + margin)
+            r = model.refine(x[:, :, ya:yb, xa:xb], rate_frac)
+            out[:, :, y0 : min(H, y0 + tile), x0 : min(W, x0 + tile)] = r[:, :, y0 - ya : y0 - ya + min(tile, H - y0),
+                                                                          x0 - xa : x0 - xa + min(tile, W - x0)]
+    return out
+
+
+@torch.no_grad()
+def reconstruct(bits: np.ndarray, gh: int, gw: int, rate_bits: int, codec: Codec, refine: bool = True) -> torch.Tensor:
+    """Code bits -> float image [1, 3, 32gh, 32gw] on 0..255 (PURENET: g_s per patch, tile, refine)."""
+    m = codec.model
+    k = m.cfg.channels_for(rate_bits)
+    g = m.cfg.grid
+    P = gh * gw
+    codes = torch.zeros(P, m.cfg.code_channels, g, g)
+    codes[:, :k] = torch.from_numpy(bits.astype(np.float32)).reshape(P, k, g, g) * 2 - 1
+    patches = torch.cat([m.decode_patches(codes[i : i + 512], rate_bits) for i in range(0, P, 512)], 0)
+    from ..models.patch_codec import unpatchify
+
+    x = unpatchify(patches, 1, gh, gw)
+    if refine:
+        x = _refine_tiled(m, x, rate_bits / m.cfg.max_bits)
+    return x * 255.0
+
+
+def _check_model(h: MbcHeader, codec: Codec) -> None:
+    if h.model_hash != codec.model_hash:
+        want = MODELS.get(h.model_id, ("a custom model",))[0]
+        raise ValueError(f"the .mbc file was made with {want} (hash {h.model_hash.hex()}), not with the loaded "
+                         f"{codec.name} (hash {codec.model_hash.hex()})")
+
+
+def decode_header_bits(data: bytes, codec: Codec) -> tuple[MbcHeader, np.ndarray]:
+    h, payload = unpack_mbc(data)
+    _check_model(h, codec)
+    codec.model.cfg.channels_for(h.rate_bits)
+    gw, gh = h.grid
+    if h.entropy_coded:
+        bits = em.decode_bits(payload, gh, gw, h.rate_bits, codec.bit_probs)
+    else:
+        bits = unpack_bits(payload, h.n_patches, h.rate_bits)
+    return h, bits
+
+
+def decompress_bytes(data: bytes, codec: Codec | None = None, refine: bool = True) -> np.ndarray:
+    """.mbc bytes -> uint8 RGB [H, W, 3] with the source image's size. ``codec=None``: the bundled
+    model named by the file's model id."""
+    if codec is None:
+        h, _ = unpack_mbc(data)
+        if h.model_id not in MODELS:
+            raise ValueError(f"the .mbc file needs a model file (model id {h.model_id}); pass --model")
+        codec = load_codec(MODELS[h.model_id][0])
+    h, bits = decode_header_bits(data, codec)
+    gw, gh = h.grid
+    x = reconstruct(bits, gh, gw, h.rate_bits, codec, refine)
+    img = x[0, :, : h.height, : h.width].round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0)
+    return np.ascontiguousarray(img.numpy())
+
+
+def compress_file(src: str | os.PathLike, dst: str | os.PathLike, codec: Codec, rate_bits: int = 256,
+                  entropy: str = "auto") -> int:
+    """Compress one image file to a .mbc file (atomic write). Returns the file size in bytes."""
+    data = compress_image(Path(src), codec, rate_bits, entropy)
+    atomic_write_bytes(dst, data)
+    return len(data)
+
+
+def decompress_file(src: str | os.PathLike, dst: str | os.PathLike, codec: Codec | None = None,
+                    refine: bool = True) -> tuple[int, int]:
+    """Decompress a .mbc file to PNG (atomic write). Returns (width, height)."""
+    import io
+
+    from PIL import Image
+
+    data = Path(src).read_bytes()
+    img = decompress_bytes(data, codec, refine)
+    buf = io.BytesIO()
+    Image.fromarray(img, "RGB").save(buf, format="PNG")
+    atomic_write_bytes(dst, buf.getvalue())
+    return img.shape[1], img.shape[0]

@@ -1,0 +1,187 @@
+"""Rate-distortion evaluation of the patch codec against classical anchors (behind ``megabit eval-codec``).
+
+For every image and every rate (bits/patch) it records, from **real file sizes**:
+
+* ``bpp_fixed``: the fixed-rate .mbc (raw packed code bits, header and CRC included);
+* ``bpp_real``: the .mbc as written by ``megabit compress`` (``entropy="auto"``: rANS-coded bits
+  when smaller), decoded end to end from those bytes;
+* PSNR (RGB), MS-SSIM (RGB) and blockiness of the full PURENET output and of the ablation without
+  the refinement module (per-patch decoding + tiling only);
+* anchors (JPEG/WebP/AVIF/HEIF) at the largest quality whose real size is <= ``bpp_fixed``.
+
+Anchor results depend only on the image and the target size, so they can be cached in a JSON file
+(``anchor_cache``) and reused between model versions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.images import list_images, load_rgb
+from ..fmt.mbc import CRC, HEADER, MbcHeader, pack_bits, pack_mbc
+from . import entropy_model as em
+from .anchors import available_anchors, encode_at_bpp
+from .api import Codec, decompress_bytes, encode_bits_of, reconstruct
+from .metrics import blockiness, ms_ssim, psnr
+
+__all__ = ["evaluate_codec", "fixed_bpp", "machine_info", "plot_rd", "PUBLISHED"]
+
+PUBLISHED = ("jpeg", "webp", "bpg_444_x265_ycbcr", "vtm", "compressai-bmshj2018-factorized_mse_cpu",
+             "compressai-bmshj2018-hyperprior_mse_cpu", "compressai-mbt2018_mse_cpu", "compressai-cheng2020-anchor_mse_cpu")
+
+
+def fixed_bpp(width: int, height: int, rate_bits: int, patch: int = 32) -> float:
+    """Real bpp of a fixed-rate .mbc file (header + packed bits + CRC)."""
+    p = math.ceil(width / patch) * math.ceil(height / patch)
+    return 8 * (HEADER.size + CRC.size + (p * rate_bits + 7) // 8) / (width * height)
+
+
+def machine_info() -> dict:
+    return {"machine": platform.machine(), "processor": platform.processor() or platform.machine(),
+            "cpu_count_visible": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()}
+
+
+def _quality(ref: np.ndarray, out: np.ndarray) -> dict:
+    return {"psnr": round(psnr(ref, out), 4), "ms_ssim": round(ms_ssim(ref, out), 5), "blockiness": round(blockiness(out), 4)}
+
+
+def _mean(rows: list[dict], key: str) -> float | None:
+    vals = [r[key] for r in rows if r.get(key) is not None and np.isfinite(r[key])]
+    return round(float(np.mean(vals)), 5) if vals else None
+
+
+def evaluate_codec(
+    data_root: str | os.PathLike,
+    codec: Codec | None,
+    rates: tuple[int, ...] = (128, 256, 512),
+    anchors: tuple[str, ...] | None = None,
+    limit: int | None = None,
+    anchor_cache: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> dict:
+    """Evaluate on every image of ``data_root``; ``codec=None`` evaluates the anchors only."""
+    files = list_images(data_root)[:limit]
+    anchors = tuple(available_anchors()) if anchors is None else tuple(anchors)
+    cache: dict = {}
+    if anchor_cache and Path(anchor_cache).is_file():
+        cache = json.loads(Path(anchor_cache).read_text())
+    rows: dict[int, list[dict]] = {r: [] for r in rates}
+    t_model = 0.0
+    it = files
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(files, desc=f"eval {Path(data_root).name}", unit="img")
+    for f in it:
+        img = load_rgb(f)
+        h, w = img.shape[:2]
+        for r in rates:
+            row: dict = {"image": f.name, "width": w, "height": h, "rate_bits": r, "bpp_fixed": round(fixed_bpp(w, h, r), 5)}
+            if codec is not None:
+                t0 = time.time()
+                bits, gh, gw = encode_bits_of(img, codec, r)
+                hdr = MbcHeader(w, h, 3, r, codec.model_id, codec.model_hash, False)
+                raw = pack_mbc(hdr, pack_bits(bits))
+                ans = pack_mbc(MbcHeader(w, h, 3, r, codec.model_id, codec.model_hash, True),
+                               em.encode_bits(bits, gh, gw, codec.bit_probs))
+                auto = ans if len(ans) < len(raw) else raw
+                assert 8 * len(raw) / (w * h) == row["bpp_fixed"] or abs(8 * len(raw) / (w * h) - row["bpp_fixed"]) < 1e-4
+                out = decompress_bytes(auto, codec)
+                t_model += time.time() - t0
+                norefine = reconstruct(bits, gh, gw, r, codec, refine=False)[0, :, :h, :w]
+                norefine = norefine.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+                row.update({"bpp_ans": round(8 * len(ans) / (w * h), 5), "bpp_real": round(8 * len(auto) / (w * h), 5),
+                            "ideal_bpp_model": round(em.ideal_bits(bits, gh, gw, codec.bit_probs) / (w * h), 5)})
+                row.update(_quality(img, out))
+                row["no_refine"] = _quality(img, norefine)
+            for a in anchors:
+                key = f"{f.name}|{r}|{a}"
+                if key not in cache:
+                    res = encode_at_bpp(img, a, row["bpp_fixed"])
+                    q = _quality(img, res["decoded"])
+                    cache[key] = {"quality": res["quality"], "bpp": round(res["bpp"], 5), "over_target": res["over_target"], **q}
+                row[a] = cache[key]
+            rows[r].append(row)
+        if anchor_cache:
+            from ..utils import atomic_write_text
+
+            atomic_write_text(anchor_cache, json.dumps(cache))
+    summary: dict = {}
+    for r in rates:
+        rs = rows[r]
+        m: dict = {"bpp_fixed": _mean(rs, "bpp_fixed")}
+        if codec is not None:
+            for k in ("bpp_real", "bpp_ans", "ideal_bpp_model", "psnr", "ms_ssim", "blockiness"):
+                m[k] = _mean(rs, k)
+            m["no_refine"] = {k: _mean([x["no_refine"] for x in rs], k) for k in ("psnr", "ms_ssim", "blockiness")}
+        for a in anchors:
+            sub = [x[a] for x in rs]
+            m[a] = {k: _mean(sub, k) for k in ("bpp", "psnr", "ms_ssim", "blockiness")}
+            m[a]["n_over_target"] = sum(bool(x["over_target"]) for x in sub)
+        summary[str(r)] = m
+    return {
+        "dataset": str(data_root), "n_images": len(files), "rates_bits_per_patch": list(rates),
+        "model": None if codec is None else {"name": codec.name, "hash": codec.model_hash.hex(),
+                                             "config": codec.model.cfg.to_dict()},
+        "codec_seconds_per_image_all_rates": round(t_model / max(1, len(files)), 3) if codec is not None else None,
+        "anchors": list(anchors), "machine": machine_info(), "mean": summary,
+        "per_image": {str(r): rows[r] for r in rates},
+    }
+
+
+def _published(root: str | os.PathLike) -> list[tuple[str, list, list, list]]:
+    out = []
+    for name in PUBLISHED:
+        p = Path(root) / f"{name}.json"
+        if not p.is_file():
+            continue
+        d = json.loads(p.read_text())
+        res = d["results"]
+        out.append((d.get("name", name), res["bpp"], res.get("psnr-rgb", []), res.get("ms-ssim-rgb", [])))
+    return out
+
+
+def plot_rd(result: dict, path: str | os.PathLike, published_root: str | os.PathLike | None = None, max_bpp: float = 1.0) -> None:
+    """PSNR and MS-SSIM vs bpp: our codec (fixed and real rate, without refinement), the matched
+    anchors and (for Kodak) CompressAI's published points."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    rates = sorted(result["mean"], key=int)
+    mean = [result["mean"][r] for r in rates]
+    for ax, key in zip(axes, ("psnr", "ms_ssim")):
+        if published_root:
+            for name, bpp, ps, ms in _published(published_root):
+                ys = ps if key == "psnr" else ms
+                pts = [(b, y) for b, y in zip(bpp, ys) if b <= max_bpp]
+                if pts:
+                    ax.plot(*zip(*pts), ":", lw=1, alpha=0.6, label=f"{name} (published)")
+        for a in result["anchors"]:
+            ax.plot([m[a]["bpp"] for m in mean], [m[a][key] for m in mean], "s--", ms=4, label=f"{a.upper()} (Pillow, matched)")
+        if result.get("model"):
+            ax.plot([m["bpp_fixed"] for m in mean], [m[key] for m in mean], "o-", c="k", lw=2, label="megabit patch codec (fixed rate)")
+            ax.plot([m["bpp_real"] for m in mean], [m[key] for m in mean], "o--", c="tab:red", label="megabit + rANS bits (real rate)")
+            ax.plot([m["bpp_fixed"] for m in mean], [m["no_refine"][key] for m in mean], "x:", c="gray",
+                    label="megabit without refinement")
+        ax.set_xlabel("bpp (real file size)")
+        ax.set_ylabel("PSNR RGB (dB)" if key == "psnr" else "MS-SSIM RGB")
+        ax.grid(alpha=0.3)
+        ax.set_xlim(0, max_bpp)
+    axes[0].legend(fontsize=6.5, loc="lower right")
+    fig.suptitle(f"{Path(result['dataset']).name}: {result['n_images']} images", fontsize=10)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

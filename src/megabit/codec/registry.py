@@ -1,0 +1,31 @@
+"""Bundled codec models: the on-disk model ids written into .mbc files (one table, explicit ints)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["MODELS", "DEFAULT_MODEL", "CUSTOM_MODEL_ID", "asset_path", "model_id_of"]
+
+#: model id (u16 in the .mbc header) -> (name, file in megabit/assets). Never renumber.
+MODELS: dict[int, tuple[str, str]] = {
+    1: ("codec-nested", "codec-nested.pt"),
+}
+DEFAULT_MODEL = "codec-nested"
+#: id written for a model loaded from a user path; its hash still identifies it
+CUSTOM_MODEL_ID = 0
+
+_ASSETS = Path(__file__).resolve().parent.parent / "assets"
+
+
+def asset_path(name: str) -> Path:
+    for _, (n, f) in MODELS.items():
+        if n == name:
+            return _ASSETS / f
+    raise ValueError(f"unknown codec model {name!r}; bundled: {', '.join(n for n, _ in MODELS.values())}")
+
+
+def model_id_of(name: str) -> int:
+    for i, (n, _) in MODELS.items():
+        if n == name:
+            return i
+    return CUSTOM_MODEL_ID

@@ -1,0 +1,284 @@
+"""Three-stage CPU training of the patch codec (time-budgeted, resumable).
+
+Stages (each has a budget in *minutes of wall clock*, so "PSNR vs training minutes" is the x axis):
+
+1. ``float``   float encoder (ReLU, float weights, BN) + per-patch decoder g_s on random 32x32
+               patches in large batches, MSE, a random rate (128/256/512 bits) per patch.
+2. ``qat_bn``  the quantized NQE encoder (HEQ low-bit weights, HWMSB, BN) initialised from the
+               float one and trained with g_s on MSE plus a code-distillation hinge that pushes its
+               pre-sign values to the float encoder's code signs.
+   ``qat_bsn`` BN -> layer-shared Bit-Shift Normalization, then fine-tuning (NQE phase 2).
+3. ``refine``  encoder frozen; refinement module (and g_s, at a lower LR) trained on 128x128 crops
+               so that it learns to remove the seams between patches.
+
+Only ``photos/`` (or another folder given by the caller) is used; a few images are held out for
+the validation PSNR logged in ``metrics.jsonl``. bf16 autocast + channels_last for the float
+decoder parts; the quantized encoder runs in float32 so that its integer accumulators stay exact.
+Run directory: ``config.json``, ``metrics.jsonl``, ``checkpoint.pt`` (atomic, resume from it),
+``model.pt`` (final: ``{"config", "state_dict", "bit_probs", "train"}``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..data.images import load_folder, random_crops
+from ..models.patch_codec import PatchCodec, PatchCodecConfig
+from ..utils import atomic_save, atomic_write_text
+
+__all__ = ["TrainCodecConfig", "train_codec", "STAGES", "validate", "save_codec"]
+
+STAGES = ("float", "qat_bn", "qat_bsn", "refine")
+
+
+@dataclass(frozen=True)
+class TrainCodecConfig:
+    minutes: tuple[float, float, float, float] = (5.0, 3.5, 1.5, 10.0)  # per stage, in STAGES order
+    batch_patches: int = 256
+    batch_crops: int = 8
+    crop: int = 128
+    lr: float = 2e-3
+    lr_refine: float = 1e-3
+    distill: float = 0.05
+    n_val: int = 16
+    val_every_s: float = 60.0
+    threads: int = 1
+    bf16: bool = True
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainCodecConfig":
+        d = dict(d)
+        d["minutes"] = tuple(d["minutes"])
+        return cls(**d)
+
+
+def _lr_at(base: float, frac: float) -> float:
+    """Short linear warm-up (3 %) then cosine decay to 5 % of base over the stage."""
+    if frac < 0.03:
+        return base * (0.1 + 0.9 * frac / 0.03)
+    return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
+
+
+def _psnr(mse: float) -> float:
+    return 10 * math.log10(255.0**2 / max(mse, 1e-10))
+
+
+@torch.no_grad()
+def validate(model: PatchCodec, val: torch.Tensor, refine: bool = True) -> dict:
+    """PSNR (dB, 0..255, rounded output) per rate on held-out 256x256 training-set photos."""
+    model.eval()
+    out = {}
+    for r in model.cfg.rates:
+        se, n = 0.0, 0
+        for i in range(val.shape[0]):
+            x = val[i : i + 1].float()
+            y = model(x, r, refine=refine)["x_hat"].round().clamp(0, 255)
+            se += float(((y - x) ** 2).sum())
+            n += x.numel()
+        out[str(r)] = round(_psnr(se / n), 3)
+    return out
+
+
+def _float_to_quant(fm: PatchCodec) -> PatchCodec:
+    """Quantized model initialised from the float one (same tensors; BN affine rescaled for HWMSB)."""
+    qcfg = fm.cfg.with_(quantize=True, norm="bn")
+    qm = PatchCodec(qcfg)
+    sd = fm.state_dict()
+    missing = qm.load_state_dict(sd, strict=False)
+    with torch.no_grad():
+        for blk in qm.g_a.blocks:
+            # float blocks feed ReLU (values ~N(0,1)+); HWMSB clips at 1, so shrink BN's output
+            # range to make ~3 sigma land inside [0, 1] ([I] a heuristic init, QAT adapts it).
+            blk.norm.weight.mul_(0.3)
+            blk.norm.bias.mul_(0.3).add_(0.15)
+    del missing
+    return qm
+
+
+def _state(stage: int, elapsed: float, model: PatchCodec, opt, teacher, metrics, tcfg) -> dict:
+    return {
+        "stage": stage, "elapsed": elapsed, "config": model.cfg.to_dict(), "state_dict": model.state_dict(),
+        "opt": opt.state_dict() if opt is not None else None,
+        "teacher": teacher.state_dict() if teacher is not None else None,
+        "teacher_config": teacher.cfg.to_dict() if teacher is not None else None,
+        "metrics": metrics, "train_config": tcfg.to_dict(),
+    }
+
+
+def save_codec(model: PatchCodec, path: str | Path, extra: dict | None = None) -> None:
+    """Small final file: config + state_dict (+ bit probabilities, training facts)."""
+    obj = {"config": model.cfg.to_dict(), "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+    obj.update(extra or {})
+    atomic_save(obj, path)
+
+
+def _make_opt(model: PatchCodec, stage: str, tcfg: TrainCodecConfig):
+    if stage == "refine":
+        groups = [{"params": list(model.refine.parameters()), "lr": tcfg.lr_refine, "base": tcfg.lr_refine},
+                  {"params": list(model.g_s.parameters()), "lr": tcfg.lr_refine * 0.2, "base": tcfg.lr_refine * 0.2}]
+    else:
+        base = tcfg.lr if stage == "float" else tcfg.lr * 0.5
+        dec_lr = base if stage == "float" else base * 0.3
+        groups = [{"params": list(model.g_a.parameters()), "lr": base, "base": base},
+                  {"params": list(model.g_s.parameters()), "lr": dec_lr, "base": dec_lr}]
+    return torch.optim.Adam(groups, betas=(0.9, 0.99))
+
+
+def train_codec(
+    data_root: str | Path,
+    out_dir: str | Path,
+    tcfg: TrainCodecConfig = TrainCodecConfig(),
+    mcfg: PatchCodecConfig = PatchCodecConfig(),
+    resume: bool = False,
+    stop_after_s: float | None = None,
+    log=print,
+) -> dict:
+    """Run (or resume) the stages; returns the final metrics. ``stop_after_s`` ends this call early
+    (checkpoint kept) so that a long schedule can be run as several short sessions."""
+    torch.set_num_threads(tcfg.threads)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    images = load_folder(data_root)
+    gen = torch.Generator().manual_seed(tcfg.seed)
+    perm = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(1234))
+    val, train = images[perm[: tcfg.n_val]], images[perm[tcfg.n_val :]]
+    c = min(128, val.shape[2], val.shape[3]) // 32 * 32  # centre crops (128x128 on photos/): cheap validation
+    y0, x0 = (val.shape[2] - c) // 2, (val.shape[3] - c) // 2
+    val = val[:, :, y0 : y0 + c, x0 : x0 + c].contiguous()
+
+    ckpt = out / "checkpoint.pt"
+    teacher = None
+    metrics: list[dict] = []
+    if resume and ckpt.exists():
+        st = torch.load(ckpt, map_location="cpu", weights_only=False)
+        stage, elapsed = st["stage"], st["elapsed"]
+        model = PatchCodec(PatchCodecConfig.from_dict(st["config"]))
+        model.load_state_dict(st["state_dict"])
+        if st["teacher"] is not None:
+            teacher = PatchCodec(PatchCodecConfig.from_dict(st["teacher_config"]))
+            teacher.load_state_dict(st["teacher"])
+        metrics = st["metrics"]
+        opt = _make_opt(model, STAGES[stage], tcfg) if stage < len(STAGES) else None
+        if opt is not None and st["opt"] is not None:
+            opt.load_state_dict(st["opt"])
+        gen.manual_seed(tcfg.seed + len(metrics) + 1)
+        log(f"resumed at stage {STAGES[min(stage, len(STAGES) - 1)]} ({elapsed:.0f}s into it)")
+    else:
+        stage, elapsed = 0, 0.0
+        model = PatchCodec(mcfg.with_(quantize=False, norm="bn"))
+        opt = _make_opt(model, "float", tcfg)
+        atomic_write_text(out / "config.json", json.dumps({"train": tcfg.to_dict(), "model": mcfg.to_dict()}, indent=2))
+
+    t_call = time.time()
+    rates = torch.tensor(model.cfg.rates)
+    total_prev = sum(tcfg.minutes[:stage]) * 60
+    with open(out / "metrics.jsonl", "a") as mlog:
+        while stage < len(STAGES):
+            name = STAGES[stage]
+            budget_s = tcfg.minutes[stage] * 60
+            model.train()
+            if name == "refine":
+                model.g_a.eval()
+                for p in model.g_a.parameters():
+                    p.requires_grad_(False)
+            if teacher is not None:
+                teacher.eval()
+            last_val = time.time()
+            t0 = time.time() - elapsed
+            step, loss_ema = 0, None
+            while elapsed < budget_s:
+                frac = elapsed / budget_s
+                for g in opt.param_groups:
+                    g["lr"] = _lr_at(g["base"], frac)
+                if name == "refine":
+                    x = random_crops(train, tcfg.batch_crops, tcfg.crop, gen).float()
+                    r = rates[torch.randint(0, len(rates), (x.shape[0],), generator=gen)]
+                    with torch.no_grad():
+                        from ..models.patch_codec import patchify, unpatchify
+
+                        codes = model.g_a(patchify(x))
+                    gh = gw = tcfg.crop // 32
+                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=tcfg.bf16):
+                        pr = r.repeat_interleave(gh * gw)
+                        xp = unpatchify(model.decode_patches(codes, pr), x.shape[0], gh, gw)
+                        xh = model.refine(xp.contiguous(memory_format=torch.channels_last), r.float() / model.cfg.max_bits)
+                    loss = F.mse_loss(xh.float() * 255.0, x)
+                else:
+                    x = random_crops(train, tcfg.batch_patches, 32, gen).float()
+                    r = rates[torch.randint(0, len(rates), (x.shape[0],), generator=gen)]
+                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=tcfg.bf16 and name == "float"):
+                        z = model.g_a.pre_sign(x)
+                    from ..quant.ste import sign_ste
+
+                    codes = sign_ste(z.float())
+                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=tcfg.bf16):
+                        xh = model.decode_patches(codes, r)
+                    loss = F.mse_loss(xh.float() * 255.0, x)
+                    if teacher is not None and tcfg.distill > 0:
+                        with torch.no_grad():
+                            tz = teacher.g_a.pre_sign(x).sign()
+                        loss = loss + tcfg.distill * 255.0 * F.relu(0.5 - z.float() * tz).mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                step += 1
+                lv = float(loss.detach())
+                loss_ema = lv if loss_ema is None else 0.95 * loss_ema + 0.05 * lv
+                elapsed = time.time() - t0
+                done = elapsed >= budget_s
+                if time.time() - last_val > tcfg.val_every_s or done:
+                    v = validate(model, val[:4] if not done else val, refine=(name == "refine"))
+                    rec = {"stage": name, "stage_s": round(elapsed, 1), "train_min": round((total_prev + elapsed) / 60, 2),
+                           "step": step, "loss_ema": round(loss_ema, 3), "val_psnr": v, "n_val": 4 if not done else val.shape[0]}
+                    metrics.append(rec)
+                    mlog.write(json.dumps(rec) + "\n")
+                    mlog.flush()
+                    log(json.dumps(rec))
+                    model.train()
+                    if name == "refine":
+                        model.g_a.eval()
+                    atomic_save(_state(stage, elapsed, model, opt, teacher, metrics, tcfg), ckpt)
+                    last_val = time.time()
+                    if stop_after_s is not None and time.time() - t_call > stop_after_s and not done:
+                        log("stopping early (stop_after_s); resume to continue")
+                        return {"stopped": True, "metrics": metrics}
+            # stage transition
+            total_prev += budget_s
+            stage += 1
+            elapsed = 0.0
+            if stage < len(STAGES):
+                nxt = STAGES[stage]
+                if nxt == "qat_bn":
+                    teacher = model
+                    model = _float_to_quant(teacher)
+                elif nxt == "qat_bsn":
+                    model.g_a.convert_to_bsn()
+                    model.cfg = model.g_a.cfg
+                    model.refine.cfg = model.cfg
+                elif nxt == "refine":
+                    teacher = None
+                opt = _make_opt(model, nxt, tcfg)
+            else:
+                opt = None
+            atomic_save(_state(stage, 0.0, model, opt, teacher, metrics, tcfg), ckpt)
+
+    model.eval()
+    from .entropy_model import fit_bit_probs
+
+    bit_probs = fit_bit_probs(model, train, gen)
+    final = {"val_psnr": validate(model, val), "val_psnr_no_refine": validate(model, val, refine=False),
+             "train_minutes": round(sum(tcfg.minutes), 2), "metrics": metrics}
+    save_codec(model, out / "model.pt", {"bit_probs": bit_probs, "train": {k: v for k, v in final.items() if k != "metrics"}})
+    atomic_write_text(out / "result.json", json.dumps(final, indent=2))
+    return final
