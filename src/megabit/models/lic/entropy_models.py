@@ -57,7 +57,7 @@ def pmf_to_quantized_cdf(pmf: Sequence[float] | np.ndarray | Tensor, precision: 
     smallest frequency > 1 (first such, in index order).
 
     >>> pmf_to_quantized_cdf([0.5, 0.25, 0.25, 0.0], 4).tolist()
-    [0, 8, 12, 15, 16]
+    [0, 8, 11, 15, 16]
     """
     p = np.asarray(pmf.detach().cpu().numpy() if isinstance(pmf, Tensor) else pmf, dtype=np.float32)
     if np.any(p < 0) or not np.all(np.isfinite(p)):

@@ -1,0 +1,184 @@
+"""Find the bit distribution for a target model size: FMPQ adaptive search, grid and exhaustive baselines.
+
+The size ``S(beta)`` of the Algorithm-1 allocation is a non-increasing step function of the tolerance
+``beta``; each evaluation only reads the cached zeta table (no forward pass).
+
+Adaptive search ([I] our reading of arXiv 2506.01221; the public material gives "variable steps,
+larger when far from the target, smaller near it", factors 5x and 2x, and a +-1% tolerance)::
+
+    beta = beta0
+    loop (one iteration = one S(beta) evaluation):
+        s = S(beta); if |s - T| <= tol*T: done
+        record beta as too-small (s > T) or too-large (s < T)
+        if both sides are known: beta = sqrt(beta_lo * beta_hi)       (bisection in log beta)
+        elif |s - T| > far*T:    beta = beta * 5  (s > T)  or  beta / 5  (s < T)
+        else:                    beta = beta * 2  (s > T)  or  beta / 2  (s < T)
+
+Because ``S`` is a step function, a target can fall into a jump; the search then stops when the
+bracket is narrower than ``min_ratio`` and returns the closest size not above ``T (1 + tol)``
+(``converged=False``).
+
+>>> import numpy as np
+>>> from megabit.search.quantize import LayerInfo
+>>> from megabit.search.sensitivity import SensitivityTable
+>>> L = [LayerInfo(f"l{i}", 1000, 8, "Conv2d") for i in range(4)]
+>>> z = np.array([[2.0 ** -(b + i) for b in range(2, 9)] for i in range(4)])
+>>> t = SensitivityTable(L, list(range(2, 9)), z, 1.0, 0.01)
+>>> r = adaptive_search(t, target_bits=19_000)   # beta: 0.01 (too big) -> x5 (too small) -> bisect
+>>> r.converged, r.size_bits, [r.bits[f"l{i}"] for i in range(4)], r.iterations
+(True, 19024, [6, 5, 4, 3], 3)
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .allocate import allocate, uniform_bits
+from .plan import QuantPlan
+from .quantize import plan_size_bits
+from .sensitivity import SensitivityTable
+
+__all__ = ["SearchResult", "size_bounds", "adaptive_search", "grid_search", "exhaustive_search"]
+
+
+@dataclass
+class SearchResult:
+    bits: dict[str, int]
+    size_bits: int
+    target_bits: int
+    beta: float | None
+    iterations: int
+    converged: bool
+    method: str
+    seconds: float
+    trace: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_plan(self, table: SensitivityTable, scale_bits: int = 32, **meta: Any) -> QuantPlan:
+        m = {"method": self.method, "target_bits": self.target_bits, "beta": self.beta, "iterations": self.iterations,
+             "converged": self.converged, "search_seconds": round(self.seconds, 6),
+             "predicted_zeta_sum": predicted_cost(table, self.bits), "lmbda": table.lmbda, **meta}
+        return QuantPlan(list(table.layers), dict(self.bits), scale_bits, m)
+
+
+def predicted_cost(table: SensitivityTable, bits: dict[str, int]) -> float:
+    """Sum of per-layer zeta at the chosen bit-widths (additive proxy of the RD increase)."""
+    return float(sum(table.zeta[n, table.bits.index(bits[li.name])] for n, li in enumerate(table.layers)))
+
+
+def size_bounds(table: SensitivityTable, scale_bits: int = 32) -> tuple[int, int]:
+    """(size with every layer at the lowest candidate, size with every layer at the highest)."""
+    return (plan_size_bits(table.layers, uniform_bits(table, table.bits[0]), scale_bits),
+            plan_size_bits(table.layers, uniform_bits(table, table.bits[-1]), scale_bits))
+
+
+def _check_target(table: SensitivityTable, target_bits: float, tol: float, scale_bits: int) -> None:
+    if not tol >= 0:
+        raise ValueError(f"tolerance must be >= 0, got {tol}")
+    lo, hi = size_bounds(table, scale_bits)
+    if target_bits * (1 + tol) < lo:
+        raise ValueError(f"target {target_bits:.0f} bits is below the all-{table.bits[0]}-bit size {lo} bits: "
+                         "cannot be met")
+    if target_bits * (1 - tol) > hi:
+        raise ValueError(f"target {target_bits:.0f} bits is above the all-{table.bits[-1]}-bit size {hi} bits: "
+                         "cannot be met")
+
+
+def adaptive_search(table: SensitivityTable, target_bits: float, tol: float = 0.01, beta0: float = 0.01,
+                    far: float = 0.1, coarse: float = 5.0, fine: float = 2.0, max_iter: int = 200,
+                    min_ratio: float = 1 + 1e-9, mode: str = "scan", scale_bits: int = 32) -> SearchResult:
+    """FMPQ adaptive search on ``beta`` for a model size within ``target_bits * (1 +- tol)``."""
+    _check_target(table, target_bits, tol, scale_bits)
+    if not beta0 > 0:
+        raise ValueError("beta0 must be > 0")
+    t0 = time.perf_counter()
+    T = float(target_bits)
+    beta, lo, hi = float(beta0), None, None  # lo: a beta whose size is too large; hi: too small
+    trace: list[dict[str, Any]] = []
+    best: tuple[float, float, dict[str, int], int] | None = None
+    converged = False
+    for it in range(1, max_iter + 1):
+        bits = allocate(table, beta, mode)
+        s = plan_size_bits(table.layers, bits, scale_bits)
+        trace.append({"iter": it, "beta": beta, "size_bits": s})
+        key = (0 if s <= T * (1 + tol) else 1, abs(s - T))
+        if best is None or key < best[:2]:
+            best = (key[0], key[1], bits, s, beta)  # type: ignore[assignment]
+        if abs(s - T) <= tol * T:
+            converged = True
+            break
+        if s > T:
+            lo = beta
+        else:
+            hi = beta
+        if lo is not None and hi is not None:
+            if hi / lo <= min_ratio:
+                break
+            beta = math.sqrt(lo * hi)
+        else:
+            f = coarse if abs(s - T) > far * T else fine
+            beta = beta * f if s > T else beta / f
+            if not 1e-300 < beta < 1e300:
+                break
+    assert best is not None
+    _, _, bits, s, b = best  # type: ignore[misc]
+    return SearchResult(bits, s, int(round(T)), b, len(trace), converged, "adaptive", time.perf_counter() - t0, trace)
+
+
+def grid_search(table: SensitivityTable, target_bits: float, tol: float = 0.01, n: int = 500,
+                beta_range: tuple[float, float] = (1e-6, 1e3), mode: str = "scan",
+                scale_bits: int = 32) -> SearchResult:
+    """Baseline: evaluate Algorithm 1 at ``n`` log-spaced betas and keep the best feasible size.
+
+    Among sizes within tolerance the one with the lowest predicted RD increase (sum of zeta) wins;
+    otherwise the closest size not above ``T (1 + tol)``.
+    """
+    _check_target(table, target_bits, tol, scale_bits)
+    t0 = time.perf_counter()
+    T = float(target_bits)
+    best, best_key, trace = None, None, []
+    for i, beta in enumerate(np.geomspace(beta_range[0], beta_range[1], n)):
+        bits = allocate(table, float(beta), mode)
+        s = plan_size_bits(table.layers, bits, scale_bits)
+        trace.append({"iter": i + 1, "beta": float(beta), "size_bits": s})
+        ok = abs(s - T) <= tol * T
+        key = (0, predicted_cost(table, bits)) if ok else (1 if s <= T * (1 + tol) else 2, abs(s - T))
+        if best_key is None or key < best_key:
+            best, best_key = (bits, s, float(beta)), key
+    assert best is not None and best_key is not None
+    return SearchResult(best[0], best[1], int(round(T)), best[2], n, best_key[0] == 0, "grid",
+                        time.perf_counter() - t0, trace)
+
+
+def exhaustive_search(table: SensitivityTable, target_bits: float, tol: float = 0.01, max_layers: int = 8,
+                      scale_bits: int = 32) -> SearchResult:
+    """Brute force over every bit assignment (|bits|^L): lowest sum of zeta with size within tolerance.
+
+    Only for small L (a reference for tests and for judging Algorithm 1 on toy problems).
+    """
+    _check_target(table, target_bits, tol, scale_bits)
+    L = len(table.layers)
+    if L > max_layers:
+        raise ValueError(f"exhaustive search over {len(table.bits)}^{L} assignments refused (max_layers={max_layers})")
+    t0 = time.perf_counter()
+    T = float(target_bits)
+    w = np.array([li.n_weights for li in table.layers])
+    fixed = sum(li.channels * scale_bits for li in table.layers)
+    best, best_key, count = None, None, 0
+    for combo in itertools.product(range(len(table.bits)), repeat=L):
+        count += 1
+        s = int(fixed + sum(int(w[n]) * table.bits[k] for n, k in enumerate(combo)))
+        ok = abs(s - T) <= tol * T
+        cost = float(sum(table.zeta[n, k] for n, k in enumerate(combo)))
+        key = (0, cost) if ok else (1, abs(s - T))
+        if best_key is None or key < best_key:
+            best_key = key
+            best = ({li.name: table.bits[k] for li, k in zip(table.layers, combo)}, s)
+    assert best is not None and best_key is not None
+    return SearchResult(best[0], best[1], int(round(T)), None, count, best_key[0] == 0, "exhaustive",
+                        time.perf_counter() - t0)
