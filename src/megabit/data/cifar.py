@@ -6,7 +6,8 @@ Accepted roots (``load_cifar10(root, split)``):
   bytes (keys ``jpeg``, ``offsets``, ``labels``), as in ``shared/data/cifar10-jpeg-q75``;
 * the standard CIFAR-10 python batches: ``root/data_batch_1..5`` and ``root/test_batch``
   (also found under ``root/cifar-10-batches-py/``);
-* an image folder: ``root/<split>/<class>/*.png|jpg`` with the ten CIFAR class names.
+* an image folder: ``root/<split>/<class>/*.png|jpg`` with the ten CIFAR class names;
+* a single ``.npz`` file in the first layout (e.g. the bundled 500-image test sample).
 
 Decoded arrays are cached next to nothing the user owns: in ``$MEGABIT_CACHE`` (default
 ``~/.cache/megabit``), keyed by the source file's size and mtime.
@@ -124,7 +125,10 @@ def load_cifar10(root: str | os.PathLike, split: str = "train", limit: int | Non
     root = Path(root)
     if not root.exists():
         raise DataError(f"data root {root} does not exist")
-    if (root / f"{split}.npz").exists():
+    if root.is_file() and root.suffix == ".npz":
+        x, y = _decode_npz(root)
+        src = str(root)
+    elif (root / f"{split}.npz").exists():
         x, y = _decode_npz(root / f"{split}.npz")
         src = f"{root / f'{split}.npz'} (JPEG q75 copy of CIFAR-10)" if "jpeg" in str(root) else str(root)
     elif (root / "cifar-10-batches-py").is_dir():

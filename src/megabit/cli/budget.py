@@ -1,0 +1,60 @@
+"""`megabit budget PRESET_OR_MODEL [--json]`: exact stored bits per layer against 2^20."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="megabit budget", description=__doc__)
+    p.add_argument("model", help="preset name (e.g. nqe-1mbit), trained .pt, run dir, or packed .mbit")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    return p
+
+
+def format_table(t: dict) -> str:
+    lines = [f"{'layer':<10} {'kind':<12} {'weights':>9} {'lvls':>4} {'b/w':>5} {'weight bits':>12} {'norm bits':>10} {'other':>7} {'total':>10}"]
+    for r in t["layers"]:
+        lines.append(f"{r['name']:<10} {r['kind']:<12} {r['weights']:>9,} {r['levels']:>4} {r['bits_per_weight']:>5} "
+                     f"{r['weight_bits']:>12,} {r['norm_bits']:>10,} {r['other_bits']:>7,} {r['total_bits']:>10,}")
+    lines.append(f"{'total':<10} {'':<12} {t['n_weights']:>9,} {'':>4} {'':>5} {t['weight_bits']:>12,} {'':>10} {'':>7} {t['total_bits']:>10,}")
+    pct = 100 * t["total_bits"] / t["limit_bits"]
+    lines.append(f"budget: {t['total_bits']:,} of {t['limit_bits']:,} bits (2^20) = {pct:.1f}% "
+                 f"-> {'fits' if t['fits'] else 'DOES NOT FIT'}; packed payload {t['packed_bytes']:,} bytes")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    from megabit.export import budget_table
+    from megabit.models.nqe import PRESETS
+
+    if a.model in PRESETS and not Path(a.model).exists():
+        t = budget_table(PRESETS[a.model])
+        t["source"] = f"preset {a.model}"
+    elif Path(a.model).is_file() and open(a.model, "rb").read(4) == b"MBIT":
+        from megabit.fmt.mbit import inspect_mbit, read_mbit
+
+        f = read_mbit(a.model)
+        t = budget_table(f.config)
+        t["raw_total_bits"] = t["total_bits"]
+        ins = inspect_mbit(f)
+        # a packed file: its budget is what it occupies, every byte counted
+        t.update({"source": a.model, "total_bits": ins["total_bits"], "file_bytes": ins["file_bytes"],
+                  "coded_weight_bits": ins["weight_bits"], "fits": ins["fits"], "headroom_bits": (1 << 20) - ins["total_bits"]})
+    else:
+        from megabit.hub import resolve_classifier
+
+        model, src = resolve_classifier(a.model)
+        t = budget_table(model.cfg)
+        t["source"] = src
+    if a.json:
+        print(json.dumps(t))
+    else:
+        print(f"model: {t['model']} ({t['source']})")
+        print(format_table(t))
+        if "file_bytes" in t:
+            print(f"packed file: {t['file_bytes']:,} bytes = {t['total_bits']:,} bits (raw bit-packing would be {t['raw_total_bits']:,})")
+    return 0

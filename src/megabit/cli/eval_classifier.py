@@ -1,0 +1,57 @@
+"""`megabit eval-classifier [MODEL] --data-root DIR [--json]`: CIFAR-10 test accuracy and budget.
+
+Without MODEL the bundled 1-Mbit classifier is evaluated. ``--integer`` also runs the
+integer-only path and reports how many predictions differ from the fake-quant model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="megabit eval-classifier", description=__doc__)
+    p.add_argument("model", nargs="?", default=None, help="bundled name, .mbit, .pt or run dir (default: bundled nqe-1mbit)")
+    p.add_argument("--data-root", required=True, help="CIFAR-10 root (npz, python batches or image folder)")
+    p.add_argument("--split", default="test", choices=["test", "train"])
+    p.add_argument("--limit", type=int, default=None, help="evaluate a class-balanced slice of N images")
+    p.add_argument("--no-tta", action="store_true", help="no horizontal-flip test-time augmentation")
+    p.add_argument("--integer", action="store_true", help="also run integer-only inference and count mismatches")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    from megabit.data import CIFAR10_CLASSES, load_cifar10
+    from megabit.export import budget_table
+    from megabit.hub import resolve_classifier
+    from megabit.train.classifier import evaluate, predict_logits
+
+    data = load_cifar10(a.data_root, a.split, a.limit)
+    model, src = resolve_classifier(a.model)
+    t0 = time.time()
+    r = evaluate(model, data, tta=not a.no_tta)
+    r.update({"model": src, "data": data.source, "eval_s": round(time.time() - t0, 1),
+              "total_bits": budget_table(model.cfg)["total_bits"], "norm": model.cfg.norm})
+    if a.integer:
+        from megabit.export import IntegerNQE
+
+        net = IntegerNQE.from_model(model)
+        t0 = time.time()
+        li = net.predict(data.x, tta=not a.no_tta)
+        lf = predict_logits(model, data.x, tta=not a.no_tta)
+        r["integer_mismatches"] = int((li.argmax(1) != lf.argmax(1)).sum())
+        r["integer_accuracy"] = float((li.argmax(1) == data.y).float().mean())
+        r["integer_eval_s"] = round(time.time() - t0, 1)
+    if a.json:
+        print(json.dumps(r))
+    else:
+        print(f"model: {src}\ndata: {data.source} ({len(data)} images, {a.split})")
+        print(f"accuracy: {100 * r['accuracy']:.2f}%  (flip TTA: {'on' if r['tta'] else 'off'}; stored bits: {r['total_bits']:,})")
+        print("per class: " + ", ".join(f"{c} {100 * v:.1f}" for c, v in zip(CIFAR10_CLASSES, r["per_class"])))
+        if a.integer:
+            print(f"integer-only: accuracy {100 * r['integer_accuracy']:.2f}%, mismatches vs fake-quant: {r['integer_mismatches']}")
+    return 0

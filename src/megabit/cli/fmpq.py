@@ -1,0 +1,241 @@
+"""``megabit fmpq``: mixed-precision quantization of learned image codecs (FMPQ, arXiv 2506.01221).
+
+Subcommands (each calls :mod:`megabit.search` functions only)::
+
+    megabit fmpq sensitivity --checkpoint codec.pt --data photos/ --out sens.json
+    megabit fmpq search --sensitivity sens.json --target-size 2.5Mbit --out plan.json
+    megabit fmpq qat --checkpoint codec.pt --plan plan.json --data photos/ --steps 200 --out q.pt
+    megabit fmpq eval --quantized q.pt --data kodak/ --out rd.json
+
+Sizes: plain bits, or a number with ``bit``/``kbit``/``Mbit`` (10^3/10^6 bits), ``B``/``kB``/``MB``
+(bytes), or ``N%`` of the all-highest-bit-width size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from typing import Any
+
+__all__ = ["build_parser", "main", "parse_size", "parse_bits"]
+
+_UNITS = {"": 1, "bit": 1, "bits": 1, "kbit": 10**3, "Mbit": 10**6, "B": 8, "kB": 8 * 10**3, "MB": 8 * 10**6}
+
+
+def parse_size(text: str, full_size: int | None = None) -> float:
+    """'123456' | '2.5Mbit' | '300kB' | '60%' (of ``full_size``) -> bits."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z%]*)\s*", text)
+    if not m or (m.group(2) not in _UNITS and m.group(2) != "%"):
+        raise ValueError(f"cannot parse size {text!r} (use bits, kbit, Mbit, B, kB, MB or N%)")
+    v = float(m.group(1))
+    if m.group(2) == "%":
+        if full_size is None:
+            raise ValueError("a percentage size needs a reference size")
+        return v / 100 * full_size
+    return v * _UNITS[m.group(2)]
+
+
+def parse_bits(text: str) -> list[int]:
+    """'2-8' or '2,4,8' -> sorted list of bit-widths."""
+    try:
+        if "-" in text:
+            a, b = text.split("-", 1)
+            out = list(range(int(a), int(b) + 1))
+        else:
+            out = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise ValueError(f"cannot parse bit-widths {text!r} (use e.g. 2-8 or 2,4,8)") from None
+    if not out or min(out) < 2 or max(out) > 16:
+        raise ValueError(f"bit-widths must lie in 2..16, got {text!r}")
+    return sorted(set(out))
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="megabit codec checkpoint, or a bare (CompressAI) state_dict")
+    p.add_argument("--arch", default=None, help="architecture of a bare state_dict (scale-hyperprior, ...)")
+    p.add_argument("--N", type=int, default=None)
+    p.add_argument("--M", type=int, default=None)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="megabit fmpq", description="FMPQ mixed-precision quantization of image codecs")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("sensitivity", help="per-layer RD sensitivity zeta_n(b) on a calibration set")
+    _add_model_args(s)
+    s.add_argument("--data", required=True, help="folder of calibration images")
+    s.add_argument("--n-images", type=int, default=8)
+    s.add_argument("--crop", type=int, default=256, help="centre crop side (multiple of 64)")
+    s.add_argument("--lmbda", type=float, default=None, help="RD trade-off (default: the checkpoint's)")
+    s.add_argument("--bits", default="2-8")
+    s.add_argument("--out", required=True)
+
+    r = sub.add_parser("search", help="bit-width per layer for a target model size")
+    r.add_argument("--sensitivity", required=True)
+    r.add_argument("--target-size", required=True, help="bits, 2.5Mbit, 300kB, or N%% of the all-max-bit size")
+    r.add_argument("--tol", type=float, default=0.01)
+    r.add_argument("--method", choices=["adaptive", "grid", "exhaustive"], default="adaptive")
+    r.add_argument("--beta0", type=float, default=0.01)
+    r.add_argument("--mode", choices=["scan", "lowest"], default="scan")
+    r.add_argument("--out", required=True)
+
+    q = sub.add_parser("qat", help="quantization-aware fine-tuning on the RD loss")
+    _add_model_args(q)
+    q.add_argument("--plan", required=True)
+    q.add_argument("--data", required=True)
+    q.add_argument("--lmbda", type=float, default=None)
+    q.add_argument("--steps", type=int, default=200)
+    q.add_argument("--batch", type=int, default=8)
+    q.add_argument("--crop", type=int, default=128)
+    q.add_argument("--lr", type=float, default=1e-5)
+    q.add_argument("--scale-lr", type=float, default=1e-4)
+    q.add_argument("--leak", type=float, default=0.01)
+    q.add_argument("--amp", choices=["bf16", "none"], default="none")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--threads", type=int, default=1)
+    q.add_argument("--out", required=True)
+
+    e = sub.add_parser("eval", help="real-bitstream rate-distortion of a float, uniform or FMPQ codec")
+    g = e.add_mutually_exclusive_group(required=True)
+    g.add_argument("--quantized", help="file written by `fmpq qat`")
+    g.add_argument("--checkpoint")
+    e.add_argument("--arch", default=None)
+    e.add_argument("--N", type=int, default=None)
+    e.add_argument("--M", type=int, default=None)
+    e.add_argument("--uniform-bits", type=int, default=None, help="with --checkpoint: PTQ all layers to b bits")
+    e.add_argument("--plan", default=None, help="with --checkpoint: PTQ with this plan (no fine-tuning)")
+    e.add_argument("--data", required=True)
+    e.add_argument("--limit", type=int, default=None)
+    e.add_argument("--out", default=None)
+    return p
+
+
+def _load_model(a: argparse.Namespace):
+    from megabit.models.lic import LICConfig
+    from megabit.models.lic.checkpoint import load_codec
+
+    cfg = None
+    if a.arch is not None:
+        if a.N is None:
+            raise ValueError("--arch needs --N (and --M)")
+        cfg = LICConfig(a.arch, a.N, a.M if a.M is not None else a.N)
+    return load_codec(a.checkpoint, cfg)
+
+
+def _lmbda(a: argparse.Namespace, meta: dict[str, Any]) -> float:
+    lm = a.lmbda if a.lmbda is not None else meta.get("lmbda")
+    if lm is None:
+        raise ValueError("--lmbda is required (the checkpoint does not record its lambda)")
+    if not float(lm) > 0:
+        raise ValueError(f"--lmbda must be > 0, got {lm}")
+    return float(lm)
+
+
+def _sensitivity(a: argparse.Namespace) -> int:
+    from megabit.search import layer_sensitivity
+    from megabit.search.data import center_crops, load_images
+
+    model, meta = _load_model(a)
+    lm = _lmbda(a, meta)
+    if a.crop % 64:
+        raise ValueError("--crop must be a multiple of 64")
+    x = center_crops(load_images(a.data, limit=a.n_images, min_side=a.crop), a.crop)
+    table = layer_sensitivity(model, x, lm, parse_bits(a.bits),
+                              progress=lambda i, n, name: print(f"  [{i}/{n}] {name}", file=sys.stderr))
+    table.meta.update({"checkpoint": str(a.checkpoint), "data": str(a.data), "config": meta.get("config")})
+    table.save(a.out)
+    print(f"sensitivity of {len(table.layers)} layers x {len(table.bits)} bit-widths "
+          f"({table.meta['forward_passes']} forward passes, {table.meta['seconds']} s) -> {a.out}")
+    return 0
+
+
+def _search(a: argparse.Namespace) -> int:
+    from megabit.search import SensitivityTable, adaptive_search, exhaustive_search, grid_search, size_bounds
+
+    table = SensitivityTable.load(a.sensitivity)
+    lo, hi = size_bounds(table)
+    target = parse_size(a.target_size, hi)
+    if a.method == "adaptive":
+        res = adaptive_search(table, target, tol=a.tol, beta0=a.beta0, mode=a.mode)
+    elif a.method == "grid":
+        res = grid_search(table, target, tol=a.tol, mode=a.mode)
+    else:
+        res = exhaustive_search(table, target, tol=a.tol)
+    plan = res.to_plan(table, sensitivity=str(a.sensitivity), codec_config=table.meta.get("config"))
+    plan.save(a.out)
+    status = "within" if res.converged else "NOT within"
+    print(f"{res.method}: {res.iterations} iterations, beta={res.beta}, size {res.size_bits} bits "
+          f"({plan.mean_bits:.3f} mean weight bits) {status} {a.tol:.1%} of target {target:.0f} "
+          f"[all-{table.bits[0]}-bit {lo}, all-{table.bits[-1]}-bit {hi}] -> {a.out}")
+    return 0
+
+
+def _qat(a: argparse.Namespace) -> int:
+    import torch
+
+    from megabit.search import QATConfig, QuantPlan, prepare_quantized, qat_finetune, rd_loss_value, save_quantized
+    from megabit.search.data import load_images
+
+    torch.set_num_threads(a.threads)
+    plan = QuantPlan.load(a.plan)
+    model, meta = _load_model(a)
+    lm = _lmbda(a, meta)
+    cfg = QATConfig(lmbda=lm, steps=a.steps, batch=a.batch, crop=a.crop, lr=a.lr, scale_lr=a.scale_lr, leak=a.leak,
+                    amp=a.amp, seed=a.seed)
+    if cfg.steps < 0:
+        raise ValueError("--steps must be >= 0")
+    images = load_images(a.data, min_side=a.crop)
+    prepare_quantized(model, plan, leak=cfg.leak)
+    hist = qat_finetune(model, images, cfg, log=lambda r: print(json.dumps(r), file=sys.stderr)) if cfg.steps else []
+    model.update(force=True)
+    save_quantized(a.out, model, plan, meta["config"], qat=cfg.to_dict(), history=hist, lmbda=lm,
+                   source_checkpoint=str(a.checkpoint))
+    print(f"QAT {cfg.steps} steps on {len(images)} images; plan size {plan.size_bits} bits -> {a.out}")
+    return 0
+
+
+def _eval(a: argparse.Namespace) -> int:
+    from megabit.search import QuantPlan, apply_bits, evaluate_bitstream, layer_infos, load_quantized
+    from megabit.search.data import load_images
+
+    if a.quantized:
+        model, plan, _ = load_quantized(a.quantized)
+        label = {"quantized": str(a.quantized), "size_bits": plan.size_bits, "mean_weight_bits": plan.mean_bits}
+    else:
+        model, _ = _load_model(a)
+        if a.uniform_bits is not None and a.plan is not None:
+            raise ValueError("give --uniform-bits or --plan, not both")
+        label = {"checkpoint": str(a.checkpoint)}
+        bits = None
+        if a.uniform_bits is not None:
+            bits = {li.name: a.uniform_bits for li in layer_infos(model)}
+        elif a.plan is not None:
+            bits = QuantPlan.load(a.plan).bits
+        if bits is not None:
+            apply_bits(model, bits, learn_scale=False)
+            plan = QuantPlan(layer_infos(model), bits)
+            label.update({"ptq_bits": a.uniform_bits or "plan", "size_bits": plan.size_bits,
+                          "mean_weight_bits": plan.mean_bits})
+            model.update(force=True)
+    images = load_images(a.data, limit=a.limit)
+    res = {**label, **evaluate_bitstream(model, images)}
+    print(f"{res['n_images']} images: {res['mean_bpp']:.4f} bpp, {res['mean_psnr']:.3f} dB PSNR"
+          + (f", MS-SSIM {res['mean_ms_ssim']:.4f}" if "mean_ms_ssim" in res else ""))
+    if a.out:
+        from megabit.utils import atomic_write_text
+
+        atomic_write_text(a.out, json.dumps(res, indent=1))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    return {"sensitivity": _sensitivity, "search": _search, "qat": _qat, "eval": _eval}[a.cmd](a)
+
+
+if __name__ == "__main__":
+    from megabit.cli.main import run_guarded
+
+    sys.exit(run_guarded(main, sys.argv[1:]))

@@ -1,0 +1,67 @@
+"""`megabit train-classifier --preset nqe-1mbit --data-root DIR --out RUN_DIR [--resume]`.
+
+Phase 1 trains with BatchNorm, phase 2 converts to layer-shared Bit-Shift Normalization and
+fine-tunes. Writes config.json, metrics.jsonl, checkpoint.pt (every epoch, atomic) and model.pt.
+Multi-process: ``torchrun --nproc-per-node N -m megabit.cli.main train-classifier ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from megabit.train.classifier import TrainConfig
+
+    d = TrainConfig()
+    p = argparse.ArgumentParser(prog="megabit train-classifier", description=__doc__)
+    p.add_argument("--preset", default=d.preset)
+    p.add_argument("--data-root", required=True)
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt")
+    p.add_argument("--epochs-bn", type=int, default=d.epochs_bn)
+    p.add_argument("--epochs-bsn", type=int, default=d.epochs_bsn)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--lr-bsn", type=float, default=d.lr_bsn)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--float", action="store_true", help="ablation: same architecture, no quantization")
+    p.add_argument("--bn-only", action="store_true", help="ablation: keep BatchNorm for the whole budget")
+    p.add_argument("--no-compile", action="store_true")
+    p.add_argument("--no-bf16", action="store_true")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--limit-train", type=int, default=None)
+    p.add_argument("--limit-test", type=int, default=None)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    import torch.distributed as dist
+
+    from megabit.data import load_cifar10
+    from megabit.models.nqe import get_preset
+    from megabit.train.classifier import TrainConfig, train_classifier
+
+    get_preset(a.preset)  # validate early
+    cfg = TrainConfig(preset=a.preset, epochs_bn=a.epochs_bn, epochs_bsn=a.epochs_bsn, batch_size=a.batch_size,
+                      lr=a.lr, lr_bsn=a.lr_bsn, seed=a.seed, quantize=not a.float,
+                      norm="bn-only" if a.bn_only else "bn", compile=not a.no_compile, bf16=not a.no_bf16,
+                      threads=a.threads, limit_train=a.limit_train, limit_test=a.limit_test)
+    train = load_cifar10(a.data_root, "train", a.limit_train)
+    test = load_cifar10(a.data_root, "test", a.limit_test)
+    ddp = "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
+    if ddp:
+        dist.init_process_group("gloo")
+    rank = dist.get_rank() if ddp else 0
+    try:
+        res = train_classifier(cfg, train, test, a.out, resume=a.resume, progress=not a.quiet)
+    finally:
+        if ddp:
+            dist.destroy_process_group()
+    if rank == 0:
+        print(json.dumps(res))
+    return 0

@@ -1,0 +1,329 @@
+"""The packed model file ``.mbit``: a runnable integer network, entropy-coded or raw.
+
+Layout (little-endian; constants in :mod:`megabit.fmt.spec`, prose in docs/format.md)::
+
+    header   "MBIT" | version u16 | flags u16 | n_sections u32 | crc32(previous 12 bytes) u32
+    section  tag u8 | coder u8 | index u16 | length u32 | crc32(payload) u32 | payload[length]
+      CONFIG  JSON {"kind": "nqe-classifier", "config": NQEConfig.to_dict(), "meta": {...}}
+      CONV    levels u8 | shift u8 | offset_bits u8 | groups u8 | n_weights u32 | out u16 |
+              table_bytes u16 | offsets (out x offset_bits, two's complement, LSB-first bits,
+              zero-padded to a byte) | frequency table (table_bytes) | weight payload
+      HEAD    levels u8 | bias_bits u8 | classes u16 | in u16 | table_bytes u16 |
+              bias (classes x bias_bits, packed like offsets) | table | weight payload
+
+Weight symbols are level indices ``0..levels-1`` (position in ``code_range(levels)``); the
+payload is raw bit-packed (``coder=raw``) or a :mod:`megabit.entropy` tANS/rANS payload. Every
+byte of the file belongs to exactly one accounted part (:func:`inspect_mbit`), so the reported
+size equals the file size.
+
+Reading checks magic, version, lengths and every CRC before anything is decoded; any mismatch
+raises :class:`MbitError` (a ``ValueError``) with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..export.bitpack import _BitReader, _BitWriter, _codes_to_index, pack_bits, unpack_bits
+from ..export.integer import IntegerNQE, IntHead, IntLayer
+from ..models.nqe import NQE, NQEConfig
+from ..quant.weight import bits_per_code, code_range
+from ..utils import atomic_write_bytes
+from . import spec as S
+
+__all__ = ["MbitError", "MbitFile", "Section", "encode_mbit", "write_mbit", "read_mbit", "inspect_mbit",
+           "mbit_to_model", "iter_decoded_layers"]
+
+
+class MbitError(ValueError):
+    """A .mbit file is malformed, truncated, corrupted or of an unsupported version."""
+
+
+@dataclass
+class Section:
+    tag: int
+    coder: int
+    index: int
+    payload: bytes
+
+    @property
+    def nbytes(self) -> int:
+        return S.MBIT_SECTION.size + len(self.payload)
+
+
+@dataclass
+class MbitFile:
+    version: int
+    sections: list[Section]
+    kind: str
+    config: NQEConfig
+    meta: dict = field(default_factory=dict)
+    size: int = 0
+
+
+# --- encoding ----------------------------------------------------------------------------
+def _signed_field(values: np.ndarray, bits: int) -> bytes:
+    w = _BitWriter()
+    w.write(values, bits, signed=True)
+    return pack_bits(w.bits())
+
+
+def _code_weights(codes: np.ndarray, levels: int, coder: str, table_log: int | None, n_streams: int) -> tuple[bytes, bytes]:
+    """(table bytes, payload) for one weight tensor."""
+    idx = _codes_to_index(codes, levels)
+    if coder == "raw":
+        w = _BitWriter()
+        w.write(idx, bits_per_code(levels))
+        return b"", pack_bits(w.bits())
+    from ..entropy import encode_array, freqs_to_bytes
+
+    payload, freqs = encode_array(idx.astype(np.int64), coder=coder, table_log=table_log, n_streams=n_streams)
+    return freqs_to_bytes(freqs), payload
+
+
+def encode_mbit(net: IntegerNQE, coder: str = "tans", table_log: int | None = None, n_streams: int = 1,
+                meta: dict | None = None) -> bytes:
+    """Serialize an integer network to .mbit bytes."""
+    if coder not in S.CODERS:
+        raise ValueError(f"coder must be one of {', '.join(S.CODERS)}, got {coder!r}")
+    cfg, cid = net.cfg, S.CODERS[coder]
+    secs = [Section(S.SECTION_CONFIG, S.CODER_NONE, 0, json.dumps(
+        {"kind": "nqe-classifier", "config": cfg.to_dict(), "meta": meta or {}}, sort_keys=True).encode())]
+    for i, L in enumerate(net.layers):
+        table, payload = _code_weights(L.codes, L.levels, coder, table_log, n_streams)
+        fixed = S.MBIT_CONV.pack(L.levels, L.shift, cfg.offset_bits, L.groups, L.codes.size, len(L.offsets), len(table))
+        secs.append(Section(S.SECTION_CONV, cid, i, fixed + _signed_field(L.offsets, cfg.offset_bits) + table + payload))
+    H = net.head
+    table, payload = _code_weights(H.codes, H.levels, coder, table_log, n_streams)
+    fixed = S.MBIT_HEAD.pack(H.levels, cfg.head_bias_bits, H.codes.shape[0], H.codes.shape[1], len(table))
+    secs.append(Section(S.SECTION_HEAD, cid, 0, fixed + _signed_field(H.bias, cfg.head_bias_bits) + table + payload))
+    head12 = S.MBIT_HEADER.pack(S.MBIT_MAGIC, S.MBIT_VERSION, 0, len(secs), 0)[:12]
+    out = bytearray(head12 + (zlib.crc32(head12) & 0xFFFFFFFF).to_bytes(4, "little"))
+    for s in secs:
+        out += S.MBIT_SECTION.pack(s.tag, s.coder, s.index, len(s.payload), zlib.crc32(s.payload) & 0xFFFFFFFF)
+        out += s.payload
+    return bytes(out)
+
+
+def write_mbit(net: IntegerNQE, path: str | os.PathLike, **kw) -> int:
+    """Encode and write atomically; returns the file size in bytes."""
+    data = encode_mbit(net, **kw)
+    atomic_write_bytes(path, data)
+    return len(data)
+
+
+# --- decoding ----------------------------------------------------------------------------
+def read_mbit(src: str | os.PathLike | bytes) -> MbitFile:
+    """Parse and verify a .mbit file (no weight decoding yet)."""
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        data = bytes(src)
+    else:
+        try:
+            data = Path(src).read_bytes()
+        except FileNotFoundError:
+            raise MbitError(f"{src}: no such file") from None
+        except IsADirectoryError:
+            raise MbitError(f"{src}: is a directory") from None
+    if len(data) < S.MBIT_HEADER.size:
+        raise MbitError("not a .mbit file (too short for a header)")
+    magic, version, flags, n_sec, crc = S.MBIT_HEADER.unpack_from(data, 0)
+    if magic != S.MBIT_MAGIC:
+        raise MbitError(f"not a .mbit file (magic {magic!r})")
+    if zlib.crc32(data[:12]) & 0xFFFFFFFF != crc:
+        raise MbitError("corrupted .mbit header (CRC mismatch)")
+    if version != S.MBIT_VERSION:
+        raise MbitError(f"unsupported .mbit version {version} (this megabit reads version {S.MBIT_VERSION})")
+    if not 2 <= n_sec <= S.MAX_SECTIONS:
+        raise MbitError(f"corrupted .mbit header ({n_sec} sections)")
+    pos, secs = S.MBIT_HEADER.size, []
+    for k in range(n_sec):
+        if pos + S.MBIT_SECTION.size > len(data):
+            raise MbitError(f"truncated .mbit file (section {k} header missing)")
+        tag, coder, index, length, scrc = S.MBIT_SECTION.unpack_from(data, pos)
+        pos += S.MBIT_SECTION.size
+        if pos + length > len(data):
+            raise MbitError(f"truncated .mbit file (section {k} needs {length} bytes)")
+        payload = data[pos : pos + length]
+        pos += length
+        if zlib.crc32(payload) & 0xFFFFFFFF != scrc:
+            raise MbitError(f"corrupted .mbit file (CRC mismatch in section {k})")
+        if tag not in S.SECTION_NAMES or coder not in S.CODER_NAMES:
+            raise MbitError(f"unknown section tag {tag} / coder {coder} in section {k}")
+        secs.append(Section(tag, coder, index, payload))
+    if pos != len(data):
+        raise MbitError(f"{len(data) - pos} trailing bytes after the last section")
+    if secs[0].tag != S.SECTION_CONFIG:
+        raise MbitError("first section is not the config")
+    try:
+        obj = json.loads(secs[0].payload.decode())
+        cfg = NQEConfig.from_dict(obj["config"])
+        kind, meta = obj["kind"], obj.get("meta", {})
+    except Exception as e:  # noqa: BLE001 - any malformed JSON/config is a format error
+        raise MbitError(f"bad config section ({type(e).__name__}: {str(e)[:80]})") from None
+    if kind != "nqe-classifier":
+        raise MbitError(f"unsupported model kind {kind!r}")
+    convs = [s for s in secs if s.tag == S.SECTION_CONV]
+    heads = [s for s in secs if s.tag == S.SECTION_HEAD]
+    if len(convs) != len(cfg.layers) or len(heads) != 1 or [s.index for s in convs] != list(range(len(convs))):
+        raise MbitError("sections do not match the model config")
+    return MbitFile(version, secs, kind, cfg, meta, len(data))
+
+
+def _decode_weights(coder: int, levels: int, n: int, table: bytes, payload: bytes) -> np.ndarray:
+    if coder == S.CODER_RAW:
+        b = bits_per_code(levels)
+        if len(payload) != (n * b + 7) // 8:
+            raise MbitError("raw weight payload has the wrong length")
+        idx = _BitReader(unpack_bits(payload, n * b)).read(n, b)
+    elif coder in (S.CODER_TANS, S.CODER_RANS):
+        from ..entropy import decode_array, freqs_from_bytes
+
+        freqs, end = freqs_from_bytes(table)
+        if end != len(table) or len(freqs) > levels:
+            raise MbitError("bad frequency table")
+        idx = decode_array(payload, freqs, n_symbols=n, coder=S.CODER_NAMES[coder])
+    else:
+        raise MbitError(f"section has no weight coder ({coder})")
+    cr = np.asarray(code_range(levels))
+    if idx.size != n or (n and int(idx.max()) >= len(cr)):
+        raise MbitError("decoded weights fall outside the level grid")
+    return cr[idx].astype(np.int8)
+
+
+def _split(payload: bytes, fixed_size: int, nfield: int, field_bits: int, table_bytes: int):
+    a = fixed_size
+    b = a + (nfield * field_bits + 7) // 8
+    c = b + table_bytes
+    if c > len(payload):
+        raise MbitError("section shorter than its declared fields")
+    return payload[a:b], payload[b:c], payload[c:]
+
+
+def decode_conv(sec: Section, cfg: NQEConfig, cin: int) -> IntLayer:
+    if len(sec.payload) < S.MBIT_CONV.size:
+        raise MbitError("conv section too short")
+    levels, shift, obits, groups, n, out, tb = S.MBIT_CONV.unpack_from(sec.payload, 0)
+    L = cfg.layers[sec.index]
+    k = L.kernel
+    if (levels, groups, out, obits) != (L.levels, L.groups, L.out, cfg.offset_bits) or n != out * (cin // groups) * k * k:
+        raise MbitError(f"conv section {sec.index} does not match the config")
+    offb, table, payload = _split(sec.payload, S.MBIT_CONV.size, out, obits, tb)
+    offsets = _BitReader(unpack_bits(offb, out * obits)).read(out, obits, signed=True)
+    try:
+        codes = _decode_weights(sec.coder, levels, n, table, payload)
+    except MbitError:
+        raise
+    except ValueError as e:
+        raise MbitError(f"conv section {sec.index}: {str(e).splitlines()[0]}") from None
+    return IntLayer(codes.reshape(out, cin // groups, k, k), levels, groups, L.pool, shift, offsets)
+
+
+def decode_head(sec: Section, cfg: NQEConfig, cin: int) -> IntHead:
+    if len(sec.payload) < S.MBIT_HEAD.size:
+        raise MbitError("head section too short")
+    levels, bbits, classes, nin, tb = S.MBIT_HEAD.unpack_from(sec.payload, 0)
+    if (levels, bbits, classes, nin) != (cfg.head_levels, cfg.head_bias_bits, cfg.num_classes, cin):
+        raise MbitError("head section does not match the config")
+    bb, table, payload = _split(sec.payload, S.MBIT_HEAD.size, classes, bbits, tb)
+    bias = _BitReader(unpack_bits(bb, classes * bbits)).read(classes, bbits, signed=True)
+    try:
+        codes = _decode_weights(sec.coder, levels, classes * nin, table, payload)
+    except MbitError:
+        raise
+    except ValueError as e:
+        raise MbitError(f"head section: {str(e).splitlines()[0]}") from None
+    return IntHead(codes.reshape(classes, nin), levels, bias)
+
+
+def iter_decoded_layers(f: MbitFile):
+    """Yield decoded layers one at a time (decode-at-inference: only one layer in memory)."""
+    cin = f.config.in_channels
+    for s in f.sections:
+        if s.tag == S.SECTION_CONV:
+            L = decode_conv(s, f.config, cin)
+            cin = L.codes.shape[0]
+            yield L
+        elif s.tag == S.SECTION_HEAD:
+            yield decode_head(s, f.config, cin)
+
+
+def mbit_to_integer(f: MbitFile) -> IntegerNQE:
+    items = list(iter_decoded_layers(f))
+    return IntegerNQE(f.config, items[:-1], items[-1])
+
+
+def mbit_to_model(f: MbitFile | str | os.PathLike | bytes) -> NQE:
+    """A runnable fake-quant PyTorch model whose integer codes are exactly the file's."""
+    if not isinstance(f, MbitFile):
+        f = read_mbit(f)
+    return integer_to_model(mbit_to_integer(f))
+
+
+def integer_to_model(net: IntegerNQE) -> NQE:
+    """Rebuild an NQE (BSN mode, eval) from integer parameters (latent weights = exact codes)."""
+    import torch
+
+    model = NQE(net.cfg.with_(norm="bsn"))
+    with torch.no_grad():
+        for blk, L in zip(model.blocks, net.layers):
+            c = torch.from_numpy(L.codes.astype(np.float32))
+            blk.weight.copy_(c if L.levels % 2 else c / 2)
+            blk.quant.step.fill_(1.0)
+            blk.quant.initialized.fill_(True)
+            blk.norm.shift.fill_(L.shift)
+            blk.norm.offset.copy_(torch.from_numpy(L.offsets.astype(np.float64) * 2.0 ** -L.shift).float())
+        h = model.head
+        c = torch.from_numpy(net.head.codes.astype(np.float32))
+        h.weight.copy_(c if net.head.levels % 2 else c / 2)
+        h.quant.step.fill_(1.0)
+        h.quant.initialized.fill_(True)
+        h.log_alpha.fill_(0.0)  # alpha = 1: the bias parameter is then the integer bias itself
+        h.bias.copy_(torch.from_numpy(net.head.bias.astype(np.float32)))
+    return model.eval()
+
+
+def inspect_mbit(f: MbitFile) -> dict:
+    """Per-layer accounting in which every byte of the file is counted once."""
+    from ..entropy import entropy_bits
+
+    rows, cin, total_w, coded_w_bits = [], f.config.in_channels, 0, 0
+    fixed_bytes = S.MBIT_HEADER.size + f.sections[0].nbytes
+    for s in f.sections[1:]:
+        if s.tag == S.SECTION_CONV:
+            L = decode_conv(s, f.config, cin)
+            name, codes, levels = f"blocks.{s.index}", L.codes, L.levels
+            fixed = S.MBIT_CONV.size
+            _, _, _, _, _, out, tb = S.MBIT_CONV.unpack_from(s.payload, 0)
+            norm_bytes = (out * f.config.offset_bits + 7) // 8
+            cin = L.codes.shape[0]
+        else:
+            H = decode_head(s, f.config, cin)
+            name, codes, levels = "head", H.codes, H.levels
+            fixed = S.MBIT_HEAD.size
+            _, bbits, classes, _, tb = S.MBIT_HEAD.unpack_from(s.payload, 0)
+            norm_bytes = (classes * bbits + 7) // 8
+        weight_bytes = len(s.payload) - fixed - norm_bytes - tb
+        n = codes.size
+        idx = _codes_to_index(codes, levels)
+        h = entropy_bits(np.bincount(idx, minlength=levels))
+        rows.append({"name": name, "coder": S.CODER_NAMES[s.coder], "weights": n, "levels": levels,
+                     "entropy_bits_per_weight": h / n if n else 0.0, "coded_bits": 8 * weight_bytes,
+                     "bits_per_weight": 8 * weight_bytes / n if n else 0.0, "table_bytes": tb,
+                     "norm_bytes": norm_bytes, "overhead_bytes": S.MBIT_SECTION.size + fixed,
+                     "section_bytes": s.nbytes})
+        total_w += n
+        coded_w_bits += 8 * weight_bytes
+    total = fixed_bytes + sum(r["section_bytes"] for r in rows)
+    assert total == f.size, "accounting must cover every byte"
+    return {"layers": rows, "n_weights": total_w, "weight_bits": coded_w_bits,
+            "bits_per_weight": coded_w_bits / total_w if total_w else 0.0,
+            "table_bytes": sum(r["table_bytes"] for r in rows), "norm_bytes": sum(r["norm_bytes"] for r in rows),
+            "header_bytes": fixed_bytes + sum(r["overhead_bytes"] for r in rows),
+            "file_bytes": f.size, "total_bits": 8 * f.size, "limit_bits": 1 << 20, "fits": 8 * f.size <= (1 << 20),
+            "model": f.config.name, "meta": f.meta}

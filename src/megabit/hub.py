@@ -1,0 +1,53 @@
+"""Bundled models and samples, and resolving a MODEL argument (preset name, .pt or .mbit path)."""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+
+from .models.nqe import NQE, PRESETS
+
+__all__ = ["asset_path", "bundled_classifier_path", "resolve_classifier", "sample_cifar_path"]
+
+
+def asset_path(name: str) -> Path:
+    return Path(str(resources.files("megabit") / "assets" / name))
+
+
+def sample_cifar_path() -> Path:
+    """500 CIFAR-10 test images (50 per class) from the JPEG-q75 copy, shipped with the package."""
+    return asset_path("cifar10-sample-test.npz")
+
+
+def bundled_classifier_path(name: str = "nqe-1mbit") -> Path | None:
+    p = asset_path(f"{name}.mbit")
+    return p if p.exists() else None
+
+
+def resolve_classifier(spec: str | os.PathLike | None) -> tuple[NQE, str]:
+    """Load a classifier from a bundled name, a .mbit file or a .pt file. Returns (model, description)."""
+    from .fmt.mbit import mbit_to_model, read_mbit
+    from .train.classifier import load_classifier
+
+    if spec is None:
+        spec = "nqe-1mbit"
+    s = str(spec)
+    if s in PRESETS and not Path(s).exists():
+        p = bundled_classifier_path(s)
+        if p is None:
+            raise ValueError(f"no trained model is bundled for preset {s!r} (give a .pt or .mbit path)")
+        return mbit_to_model(read_mbit(p)), f"bundled {s} ({p.name})"
+    path = Path(s)
+    if not path.exists():
+        raise ValueError(f"{s}: no such model file or bundled model (bundled: {', '.join(PRESETS)})")
+    if path.is_dir():
+        if (path / "model.pt").exists():
+            path = path / "model.pt"
+        else:
+            raise ValueError(f"{s}: a directory without model.pt")
+    with open(path, "rb") as fh:
+        magic = fh.read(4)
+    if magic == b"MBIT":
+        return mbit_to_model(read_mbit(path)), str(path)
+    return load_classifier(path), str(path)

@@ -1,0 +1,51 @@
+import numpy as np
+import pytest
+import torch
+
+from megabit.models import NQEConfig, LayerSpec, NQE
+
+
+def tiny_cfg(**kw) -> NQEConfig:
+    return NQEConfig(name="test-tiny", layers=(LayerSpec(8, levels=5, pool=True), LayerSpec(16, levels=3, groups=2, pool=True),
+                                               LayerSpec(16, levels=2, groups=2, pool=True)), head_levels=3, **kw)
+
+
+def make_bsn_model(seed: int = 0, cfg: NQEConfig | None = None) -> NQE:
+    """A small model with random weights, BN statistics from random data, converted to BSN."""
+    torch.manual_seed(seed)
+    m = NQE(cfg or tiny_cfg())
+    m.train()
+    x = torch.randint(0, 256, (32, 3, 32, 32), dtype=torch.uint8)
+    with torch.no_grad():
+        for _ in range(3):
+            m(x)
+    m.eval()
+    m.convert_to_bsn()
+    return m.eval()
+
+
+@pytest.fixture
+def bsn_model():
+    return make_bsn_model()
+
+
+def write_cifar_batches(root, n_train=40, n_test=20, seed=0):
+    """Synthetic CIFAR-10 python batches (the standard format a user has)."""
+    import pickle
+
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    per = n_train // 5
+    for k in range(1, 6):
+        d = {b"data": rng.integers(0, 256, (per, 3072), dtype=np.uint8), b"labels": list(rng.integers(0, 10, per))}
+        with open(root / f"data_batch_{k}", "wb") as f:
+            pickle.dump(d, f)
+    d = {b"data": rng.integers(0, 256, (n_test, 3072), dtype=np.uint8), b"labels": list(rng.integers(0, 10, n_test))}
+    with open(root / "test_batch", "wb") as f:
+        pickle.dump(d, f)
+    return root
+
+
+@pytest.fixture
+def cifar_root(tmp_path):
+    return write_cifar_batches(tmp_path / "cifar")
