@@ -270,59 +270,58 @@ class JointAutoregressiveHierarchicalPriors(MeanScaleHyperprior):
         z_strings = self.entropy_bottleneck.compress(z)
         z_hat = self.entropy_bottleneck.decompress(z_strings, z.size()[-2:])
         params = self.h_s(z_hat)
-        k = self.context_prediction.kernel_size[0]
-        pad = (k - 1) // 2
-        H, W = y.shape[2], y.shape[3]
-        y_strings = []
-        for i in range(y.size(0)):
-            y_hat = F.pad(y[i:i + 1], (pad, pad, pad, pad))
-            syms, idxs = [], []
-            for h in range(H):
-                for w in range(W):
-                    scales_hat, means_hat = self._ar_params(y_hat, params[i:i + 1], h, w, k)
-                    indexes = self.gaussian_conditional.build_indexes(scales_hat)
-                    y_c = y_hat[:, :, h + pad, w + pad]
-                    y_q = self.gaussian_conditional.quantize(y_c, "symbols", means_hat)
-                    y_hat[:, :, h + pad, w + pad] = y_q + means_hat
-                    syms.append(y_q.reshape(-1))
-                    idxs.append(indexes.reshape(-1))
-            y_strings.append(self._encode_ar(torch.cat(syms), torch.cat(idxs)))
+        y_strings = [self._compress_ar(y[i:i + 1], params[i:i + 1])[0] for i in range(y.size(0))]
         return {"strings": [y_strings, z_strings], "shape": z.size()[-2:]}
 
-    def _encode_ar(self, syms: Tensor, idxs: Tensor) -> bytes:
+    def _compress_ar(self, y: Tensor, params: Tensor) -> tuple[bytes, Tensor]:
+        """Encode one image's y in raster order; returns (string, y_hat as the decoder will see it)."""
         from megabit.entropy import rans
 
         gc = self.gaussian_conditional
+        k = self.context_prediction.kernel_size[0]
+        pad = (k - 1) // 2
+        H, W = y.shape[2], y.shape[3]
+        y_hat = F.pad(y, (pad, pad, pad, pad))
+        syms, idxs = [], []
+        for h in range(H):
+            for w in range(W):
+                scales_hat, means_hat = self._ar_params(y_hat, params, h, w, k)
+                indexes = gc.build_indexes(scales_hat)
+                y_q = gc.quantize(y_hat[:, :, h + pad, w + pad], "symbols", means_hat)
+                y_hat[:, :, h + pad, w + pad] = y_q + means_hat
+                syms.append(y_q.reshape(-1))
+                idxs.append(indexes.reshape(-1))
         tab, lengths, offs = gc._tables()
-        return rans.encode_with_cdfs(syms.numpy().astype("int32"), idxs.numpy().astype("int64"), tab, lengths, offs,
-                                     precision=gc.entropy_coder_precision, backend=gc.coder_backend)
+        s = rans.encode_with_cdfs(torch.cat(syms).numpy().astype("int32"), torch.cat(idxs).numpy().astype("int64"),
+                                  tab, lengths, offs, precision=gc.entropy_coder_precision, backend=gc.coder_backend)
+        return s, y_hat[:, :, pad:pad + H, pad:pad + W]
+
+    def _decompress_ar(self, string: bytes, params: Tensor, H: int, W: int) -> Tensor:
+        """Decode one image's y_hat [1, M, H, W] from its string (sequential, raster order)."""
+        from ._stream import CdfStreamDecoder
+
+        gc = self.gaussian_conditional
+        k = self.context_prediction.kernel_size[0]
+        pad = (k - 1) // 2
+        tab, lengths, offs = gc._tables()
+        dec = CdfStreamDecoder(string, tab, lengths, offs, gc.entropy_coder_precision)
+        y_hat = torch.zeros((1, self.M, H + 2 * pad, W + 2 * pad), dtype=params.dtype)
+        for h in range(H):
+            for w in range(W):
+                scales_hat, means_hat = self._ar_params(y_hat, params, h, w, k)
+                indexes = gc.build_indexes(scales_hat)
+                rv = torch.from_numpy(dec.decode(indexes.reshape(-1).numpy())).reshape(1, -1)
+                y_hat[:, :, h + pad, w + pad] = gc.dequantize(rv, means_hat)
+        dec.finish()
+        return y_hat[:, :, pad:pad + H, pad:pad + W]
 
     def decompress(self, strings: Sequence[Sequence[bytes]], shape: Sequence[int]) -> dict[str, Any]:
         if not isinstance(strings, (list, tuple)) or len(strings) != 2:
             raise ValueError("strings must be [y_strings, z_strings]")
-        from ._stream import CdfStreamDecoder
-
         z_hat = self.entropy_bottleneck.decompress(strings[1], shape)
         params = self.h_s(z_hat)
-        k = self.context_prediction.kernel_size[0]
-        pad = (k - 1) // 2
         H, W = z_hat.shape[2] * 4, z_hat.shape[3] * 4
-        gc = self.gaussian_conditional
-        tab, lengths, offs = gc._tables()
-        out = []
-        for i, s in enumerate(strings[0]):
-            dec = CdfStreamDecoder(s, tab, lengths, offs, gc.entropy_coder_precision)
-            y_hat = torch.zeros((1, self.M, H + 2 * pad, W + 2 * pad), dtype=z_hat.dtype)
-            for h in range(H):
-                for w in range(W):
-                    scales_hat, means_hat = self._ar_params(y_hat, params[i:i + 1], h, w, k)
-                    indexes = gc.build_indexes(scales_hat)
-                    vals = dec.decode(indexes.reshape(-1).numpy())
-                    rv = torch.from_numpy(vals).reshape(1, -1)
-                    y_hat[:, :, h + pad, w + pad] = gc.dequantize(rv, means_hat)
-            dec.finish()
-            out.append(y_hat[:, :, pad:pad + H, pad:pad + W])
-        y_hat = torch.cat(out)
+        y_hat = torch.cat([self._decompress_ar(s, params[i:i + 1], H, W) for i, s in enumerate(strings[0])])
         return {"x_hat": self.g_s(y_hat).clamp_(0, 1)}
 
 
