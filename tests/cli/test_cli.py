@@ -1,0 +1,69 @@
+import json
+
+import pytest
+
+from megabit.cli.main import main
+from megabit.hub import bundled_classifier_path
+from tests.conftest import make_bsn_model
+
+
+def run(capsys, *argv):
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_help_lists_commands(capsys):
+    rc, out, _ = run(capsys, "--help")
+    assert rc == 0 and "budget" in out and "eval-classifier" in out
+
+
+def test_budget_json(capsys):
+    rc, out, _ = run(capsys, "budget", "nqe-1mbit", "--json")
+    t = json.loads(out)
+    assert rc == 0 and t["total_bits"] <= 1 << 20 and t["fits"]
+
+
+def test_errors_are_one_line(capsys, tmp_path):
+    for argv in (["budget", "nope"], ["eval-classifier", "--data-root", str(tmp_path / "missing")],
+                 ["inspect", str(tmp_path / "missing.mbit")], ["frobnicate"]):
+        rc, out, err = run(capsys, *argv)
+        assert rc == 2, argv
+        assert err.count("\n") == 1 and "Traceback" not in err, err
+    bad = tmp_path / "bad.mbit"
+    bad.write_bytes(b"MBIT" + b"\0" * 40)
+    rc, _, err = run(capsys, "inspect", str(bad))
+    assert rc == 2 and err.startswith("megabit: error:")
+
+
+def test_pack_inspect_eval_roundtrip(capsys, tmp_path, cifar_root):
+    from megabit.train.classifier import save_classifier
+
+    m = make_bsn_model()
+    save_classifier(m, tmp_path / "m.pt")
+    for coder in ("raw", "tans"):
+        out_f = tmp_path / f"m-{coder}.mbit"
+        rc, out, _ = run(capsys, "pack", str(tmp_path / "m.pt"), "-o", str(out_f), "--coder", coder, "--json")
+        assert rc == 0
+        rc, out, _ = run(capsys, "inspect", str(out_f), "--json")
+        ins = json.loads(out)
+        assert ins["total_bits"] == 8 * out_f.stat().st_size and "bits_per_weight" in ins
+        rc, out, _ = run(capsys, "budget", str(out_f), "--json")
+        assert json.loads(out)["total_bits"] == 8 * out_f.stat().st_size
+    accs = []
+    for path in (tmp_path / "m.pt", tmp_path / "m-tans.mbit"):
+        rc, out, _ = run(capsys, "eval-classifier", str(path), "--data-root", str(cifar_root), "--json", "--integer")
+        r = json.loads(out)
+        assert rc == 0 and r["integer_mismatches"] == 0
+        accs.append(r["accuracy"])
+    assert accs[0] == accs[1]  # a packed file evaluates exactly like the unpacked model
+
+
+@pytest.mark.skipif(bundled_classifier_path() is None, reason="no bundled model")
+def test_demo_and_default_eval(capsys, tmp_path):
+    from megabit.hub import sample_cifar_path
+
+    rc, out, _ = run(capsys, "demo", "--no-codec", "--out", str(tmp_path))
+    assert rc == 0 and "accuracy on the bundled sample" in out and "0 mismatches" in out
+    rc, out, _ = run(capsys, "eval-classifier", "--data-root", str(sample_cifar_path()), "--json")
+    assert rc == 0 and json.loads(out)["accuracy"] > 0.5

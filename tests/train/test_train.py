@@ -1,0 +1,68 @@
+import json
+import os
+import socket
+import sys
+
+import pytest
+import torch
+
+from megabit.data import load_cifar10
+from megabit.train.classifier import TrainConfig, load_classifier, train_classifier
+from tests.conftest import tiny_cfg, write_cifar_batches
+
+FAST = dict(compile=False, bf16=True, batch_size=16, tta=False, threads=1)
+
+
+def test_two_phase_training_writes_run_dir_and_resumes(tmp_path, cifar_root):
+    train, test = load_cifar10(cifar_root, "train"), load_cifar10(cifar_root, "test")
+    cfg = TrainConfig(epochs_bn=1, epochs_bsn=1, **FAST)
+    out = tmp_path / "run"
+    res = train_classifier(cfg, train, test, out, model_cfg=tiny_cfg(), progress=False)
+    assert res["epochs"] == 2 and 0 <= res["accuracy"] <= 1
+    lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [l["phase"] for l in lines] == ["bn", "bsn"]
+    assert "occupancy" in lines[0]["quant"]["blocks.0"]
+    m = load_classifier(out / "model.pt")
+    assert m.cfg.norm == "bsn"
+    # resume: a longer schedule continues from the checkpoint instead of starting over
+    cfg2 = TrainConfig(epochs_bn=1, epochs_bsn=2, **FAST)
+    train_classifier(cfg2, train, test, out, resume=True, model_cfg=tiny_cfg(), progress=False)
+    lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [l["epoch"] for l in lines] == [1, 2, 3]
+
+
+def test_float_and_bn_only_ablations(tmp_path, cifar_root):
+    train, test = load_cifar10(cifar_root, "train"), load_cifar10(cifar_root, "test")
+    r = train_classifier(TrainConfig(epochs_bn=1, epochs_bsn=1, quantize=False, **FAST), train, test, tmp_path / "f",
+                         model_cfg=tiny_cfg(), progress=False)
+    assert r["epochs"] == 2 and load_classifier(tmp_path / "f" / "model.pt").cfg.quantize is False
+    r = train_classifier(TrainConfig(epochs_bn=1, epochs_bsn=1, norm="bn-only", **FAST), train, test, tmp_path / "b",
+                         model_cfg=tiny_cfg(), progress=False)
+    assert load_classifier(tmp_path / "b" / "model.pt").cfg.norm == "bn"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank, world, port, root, out):
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    train, test = load_cifar10(root, "train"), load_cifar10(root, "test")
+    train_classifier(TrainConfig(epochs_bn=1, epochs_bsn=0, **FAST), train, test, out, model_cfg=tiny_cfg(), progress=False)
+    dist.destroy_process_group()
+
+
+def test_ddp_two_gloo_processes(tmp_path, cifar_root):
+    import torch.multiprocessing as mp
+
+    out = tmp_path / "ddp"
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(cifar_root), str(out)), nprocs=2, join=True)
+    assert (out / "model.pt").exists()
+    rec = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    assert rec["epoch"] == 1
