@@ -29,7 +29,7 @@ from ..data.images import list_images, load_rgb
 from ..fmt.mbc import CRC, HEADER, MbcHeader, pack_bits, pack_mbc
 from . import entropy_model as em
 from .anchors import available_anchors, encode_at_bpp
-from .api import Codec, decompress_bytes, encode_bits_of, reconstruct
+from .api import Codec, _refine_tiled, decode_header_bits, encode_bits_of, reconstruct
 from .metrics import blockiness, ms_ssim, psnr
 
 __all__ = ["evaluate_codec", "fixed_bpp", "machine_info", "plot_rd", "PUBLISHED"]
@@ -48,6 +48,10 @@ def machine_info() -> dict:
     return {"machine": platform.machine(), "processor": platform.processor() or platform.machine(),
             "cpu_count_visible": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()}
+
+
+def _to_uint8(x: torch.Tensor, h: int, w: int) -> np.ndarray:
+    return x[0, :, :h, :w].round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
 
 
 def _quality(ref: np.ndarray, out: np.ndarray) -> dict:
@@ -94,11 +98,15 @@ def evaluate_codec(
                 ans = pack_mbc(MbcHeader(w, h, 3, r, codec.model_id, codec.model_hash, True),
                                em.encode_bits(bits, gh, gw, codec.bit_probs))
                 auto = ans if len(ans) < len(raw) else raw
-                assert 8 * len(raw) / (w * h) == row["bpp_fixed"] or abs(8 * len(raw) / (w * h) - row["bpp_fixed"]) < 1e-4
-                out = decompress_bytes(auto, codec)
+                # end to end from the bytes actually written: parse, check, entropy-decode the bits
+                _, dec_bits = decode_header_bits(auto, codec)
+                if not np.array_equal(dec_bits, bits):
+                    raise RuntimeError(f"bitstream round trip failed on {f.name}")
+                xp = reconstruct(dec_bits, gh, gw, r, codec, refine=False)  # PURENET without refinement
+                with torch.no_grad():
+                    xr = _refine_tiled(codec.model, xp / 255.0, r / codec.model.cfg.max_bits) * 255.0
                 t_model += time.time() - t0
-                norefine = reconstruct(bits, gh, gw, r, codec, refine=False)[0, :, :h, :w]
-                norefine = norefine.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+                out, norefine = (_to_uint8(t, h, w) for t in (xr, xp))
                 row.update({"bpp_ans": round(8 * len(ans) / (w * h), 5), "bpp_real": round(8 * len(auto) / (w * h), 5),
                             "ideal_bpp_model": round(em.ideal_bits(bits, gh, gw, codec.bit_probs) / (w * h), 5)})
                 row.update(_quality(img, out))

@@ -95,8 +95,8 @@ class PatchCodecConfig:
     offset_bits: int = 12
     bsn_quantile: float = 0.9
     step_rule: str = "heq"
-    dec_channels: tuple[int, int, int, int] = (128, 96, 64, 32)  # at 4x4, 8x8, 16x16, 32x32
-    refine_channels: int = 48
+    dec_channels: tuple[int, int, int, int] = (96, 64, 48, 32)  # at 4x4, 8x8, 16x16, 32x32
+    refine_channels: int = 32
     refine_dilations: tuple[int, ...] = (1, 2, 4, 8, 1)
     name: str = "codec-nested"
 
@@ -111,10 +111,9 @@ class PatchCodecConfig:
         return self.code_channels * self.grid * self.grid
 
     def channels_for(self, rate_bits: int) -> int:
-        per = self.grid * self.grid
-        if rate_bits % per or not 0 < rate_bits <= self.max_bits:
-            raise ValueError(f"rate {rate_bits} bits/patch is not a multiple of {per} in (0, {self.max_bits}]")
-        return rate_bits // per
+        if rate_bits not in self.rates:
+            raise ValueError(f"rate {rate_bits} bits/patch is not one of this model's rates {list(self.rates)}")
+        return rate_bits // (self.grid * self.grid)
 
     def nqe_config(self) -> NQEConfig:
         """The NQE settings shared by the encoder's conv blocks."""

@@ -1,0 +1,75 @@
+"""Benchmark: patch-codec encode / decode time on one image vs Pillow JPEG and WebP (same run).
+
+    nice -n 19 python benchmarks/bench_codec.py [--image ../shared/data/kodak/kodim23.png] [--trials 5]
+        [--model codec-nested] [--out results/codec_bench.json]
+
+Prints and saves the machine, library versions, trial count and median seconds per call, and the
+ratio of each codec step to the anchors' (JPEG / WebP at the same bpp, found by binary search).
+Single-threaded torch (the shared 2-core machine of the project).
+"""
+import argparse
+import io
+import json
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from megabit.codec.anchors import encode_at_bpp
+from megabit.codec.api import compress_image, decompress_bytes, load_codec
+from megabit.codec.evaluate import machine_info
+from megabit.data.images import load_rgb
+from megabit.utils import atomic_write_text
+
+
+def median_time(fn, trials):
+    ts = []
+    for _ in range(trials):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--image", default="../shared/data/kodak/kodim23.png")
+    ap.add_argument("--trials", type=int, default=5)
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--rate", type=int, default=256)
+    ap.add_argument("--out", default=None)
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    img = load_rgb(a.image)
+    codec = load_codec(a.model)
+    data = compress_image(img, codec, a.rate)
+    bpp = 8 * len(data) / (img.shape[0] * img.shape[1])
+    res = {"image": a.image, "shape": list(img.shape), "rate_bits": a.rate, "bpp": bpp, "trials": a.trials,
+           "machine": machine_info(), "model": codec.name}
+    res["mbc_encode_s"] = median_time(lambda: compress_image(img, codec, a.rate), a.trials)
+    res["mbc_decode_s"] = median_time(lambda: decompress_bytes(data, codec), a.trials)
+    from PIL import Image
+
+    for name in ("jpeg", "webp"):
+        q = encode_at_bpp(img, name, bpp)["quality"]
+        fmt = {"jpeg": "JPEG", "webp": "WEBP"}[name]
+
+        def enc():
+            b = io.BytesIO()
+            Image.fromarray(img).save(b, fmt, quality=max(1, q))
+            return b.getvalue()
+
+        blob = enc()
+        res[f"{name}_quality"] = q
+        res[f"{name}_encode_s"] = median_time(enc, a.trials)
+        res[f"{name}_decode_s"] = median_time(lambda: np.asarray(Image.open(io.BytesIO(blob)).convert("RGB")), a.trials)
+        res[f"encode_ratio_vs_{name}"] = res["mbc_encode_s"] / res[f"{name}_encode_s"]
+        res[f"decode_ratio_vs_{name}"] = res["mbc_decode_s"] / res[f"{name}_decode_s"]
+    print(json.dumps(res, indent=1))
+    if a.out:
+        atomic_write_text(a.out, json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from megabit.cli import compress, decompress, eval_codec, train_codec
+from megabit.cli.main import main as megabit_main
+
+
+def _img(path, size=(70, 45), mode="RGB", seed=0):
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    Image.fromarray(a).convert(mode).save(path)
+    return path
+
+
+def test_compress_decompress_file(tmp_path, tiny_model_file):
+    src = _img(tmp_path / "a.png", mode="RGBA")
+    # tiny model rates are 32/64 bits, so 0.125 bpp (128 bits) must be refused
+    with pytest.raises(ValueError, match="rates"):
+        compress.main([str(src), "-o", str(tmp_path / "a.mbc"), "--rate", "0.125", "--model", str(tiny_model_file)])
+    assert not (tmp_path / "a.mbc").exists()
+    assert megabit_main(["compress", str(src), "-o", str(tmp_path / "b.mbc"), "--model", str(tiny_model_file)]) == 2
+
+
+def test_roundtrip_and_folders(tmp_path, tiny_model_file, monkeypatch):
+    from megabit.cli import compress as c
+
+    monkeypatch.setattr(c, "RATES", {"0.03125": 32, "0.0625": 64})
+    src = _img(tmp_path / "a.png", mode="L")
+    assert c.main([str(src), "-o", str(tmp_path / "a.mbc"), "--rate", "0.0625", "--model", str(tiny_model_file)]) == 0
+    assert decompress.main([str(tmp_path / "a.mbc"), "-o", str(tmp_path / "a_out.png"), "--model", str(tiny_model_file)]) == 0
+    out = Image.open(tmp_path / "a_out.png")
+    assert out.mode == "RGB" and out.size == (70, 45)
+    d = tmp_path / "imgs"
+    d.mkdir()
+    for i in range(2):
+        _img(d / f"{i}.png", size=(33 + i, 20), seed=i)
+    assert c.main([str(d), "-o", str(tmp_path / "mbc"), "--rate", "0.03125", "--model", str(tiny_model_file)]) == 0
+    assert decompress.main([str(tmp_path / "mbc"), "-o", str(tmp_path / "png"), "--model", str(tiny_model_file)]) == 0
+    assert sorted(p.name for p in (tmp_path / "png").iterdir()) == ["0.png", "1.png"]
+
+
+def test_user_errors_exit_2(tmp_path, tiny_model_file, capsys):
+    assert megabit_main(["decompress", str(tmp_path / "missing.mbc"), "-o", str(tmp_path / "x.png")]) == 2
+    (tmp_path / "bad.mbc").write_bytes(b"MBCF" + bytes(10))
+    assert megabit_main(["decompress", str(tmp_path / "bad.mbc"), "-o", str(tmp_path / "x.png"),
+                         "--model", str(tiny_model_file)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and all(line.startswith("megabit: error:") for line in err)
+    assert megabit_main(["compress", str(tmp_path), "-o", str(tmp_path / "o"), "--rate", "0.3"]) == 2
+
+
+def test_eval_codec(tmp_path, tiny_model_file):
+    d = tmp_path / "eval"
+    d.mkdir()
+    _img(d / "x.png", size=(64, 40))
+    js, png = tmp_path / "r.json", tmp_path / "rd.png"
+    assert eval_codec.main(["--data-root", str(d), "--model", str(tiny_model_file), "--rates", "32", "64",
+                            "--anchors", "jpeg", "--json", str(js), "--plot", str(png)]) == 0
+    r = json.loads(js.read_text())
+    m = r["mean"]["64"]
+    assert m["bpp_fixed"] == pytest.approx(8 * (40 + 4 * 64 // 8) / (64 * 40))
+    assert {"psnr", "ms_ssim", "blockiness", "bpp_real", "no_refine", "jpeg"} <= set(m)
+    assert m["jpeg"]["bpp"] <= m["bpp_fixed"] or m["jpeg"]["n_over_target"] == 1
+    assert png.stat().st_size > 1000
+
+
+def test_train_codec_smoke(tmp_path):
+    d = tmp_path / "photos"
+    d.mkdir()
+    for i in range(6):
+        _img(d / f"{i}.png", size=(64, 64), seed=i)
+    out = tmp_path / "run"
+    args = ["--data-root", str(d), "--out", str(out), "--tiny", "--minutes", "0.01", "0.01", "0.01", "0.01"]
+    from megabit.codec import train as tr
+
+    orig = tr.TrainCodecConfig
+    tr_cfg = lambda **kw: orig(**{**kw, "batch_patches": 8, "batch_crops": 2, "crop": 64, "n_val": 2})  # noqa: E731
+    import megabit.codec.train as mod
+
+    mod.TrainCodecConfig = tr_cfg
+    try:
+        assert train_codec.main(args) == 0
+    finally:
+        mod.TrainCodecConfig = orig
+    res = json.loads((out / "result.json").read_text())
+    assert set(res["val_psnr"]) == {"32", "64"}
+    from megabit.codec.api import load_codec
+
+    c = load_codec(out / "model.pt")
+    assert c.model.cfg.norm == "bsn" and c.bit_probs.shape == (64, 6)
+    # resume of a finished run is a no-op that still writes the model
+    assert train_codec.main(args + ["--resume"]) == 0
