@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import signal
 import sys
 import time
 from contextlib import nullcontext
@@ -87,6 +88,13 @@ def main(argv=None) -> int:
         from tqdm import tqdm
     except ImportError:  # pragma: no cover
         tqdm = None
+    stop = {"flag": False}
+    # SIGTERM/SIGINT end the run cleanly: the loop exits and the final checkpoint is written
+    def _stop(signum, frame):  # noqa: ARG001
+        stop["flag"] = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
     budget = a.minutes * 60
     bar = tqdm(total=a.steps if a.steps < 10**9 else None, initial=step, file=sys.stdout, mininterval=10,
                disable=tqdm is None)
@@ -94,7 +102,7 @@ def main(argv=None) -> int:
     t_start, t_save = time.perf_counter(), time.perf_counter()
     base = elapsed
     ema = None
-    while step < a.steps and elapsed < budget:
+    while step < a.steps and elapsed < budget and not stop["flag"]:
         x = random_crops(images, a.batch, a.crop, gen)
         with amp:
             res = model(x)
@@ -110,7 +118,7 @@ def main(argv=None) -> int:
         aux_opt.step()
         step += 1
         elapsed = base + time.perf_counter() - t_start
-        v = (float(loss), float(bpp), 10 * math.log10(1 / max(float(mse), 1e-10)))
+        v = (float(loss.detach()), float(bpp.detach()), 10 * math.log10(1 / max(float(mse.detach()), 1e-10)))
         ema = v if ema is None else tuple(0.98 * e + 0.02 * u for e, u in zip(ema, v))
         bar.update(1)
         if step % 50 == 0:

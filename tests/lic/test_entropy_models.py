@@ -23,7 +23,8 @@ def test_quantized_cdf_is_valid(pmf, prec):
 
 def test_bottleneck_likelihood_sums_to_one():
     eb = EntropyBottleneck(3).eval()
-    v = torch.arange(-1000, 1001, dtype=torch.float)  # init density is wide (scale 10).view(1, 1, -1).repeat(1, 3, 1)
+    # the initial density is wide (init_scale 10): sum over a wide support
+    v = torch.arange(-1000, 1001, dtype=torch.float).view(1, 1, -1).repeat(1, 3, 1)
     p, _, _ = eb._likelihood(v.permute(1, 0, 2))
     assert torch.allclose(p.sum(-1), torch.ones(3, 1), atol=1e-4)
 
