@@ -1,7 +1,7 @@
 """Recipe: the shipped patch codec (src/megabit/assets/codec-nested.pt), trained on a 2-core CPU.
 
     nice -n 19 python recipes/codec_train.py --data-root ../shared/data/photos --out runs/codec [--resume]
-        [--minutes 5 3.5 1.5 10] [--stop-after-min 5]
+        [--minutes 7 5 2 8] [--stop-after-min 5]
 
 Stages (see megabit.codec.train): float encoder + patch decoder on 32x32 patches -> quantized NQE
 encoder (QAT with code distillation, BN) -> BSN -> refinement on 128x128 crops. Budgets are wall
@@ -23,7 +23,7 @@ ap = argparse.ArgumentParser()
 ap.add_argument("--data-root", required=True)
 ap.add_argument("--out", required=True)
 ap.add_argument("--resume", action="store_true")
-ap.add_argument("--minutes", type=float, nargs=4, default=[5.0, 3.5, 1.5, 10.0])
+ap.add_argument("--minutes", type=float, nargs=4, default=[7.0, 5.0, 2.0, 8.0])
 ap.add_argument("--stop-after-min", type=float, default=None)
 ap.add_argument("--tiny", action="store_true", help="tiny model (smoke test)")
 a = ap.parse_args()

@@ -32,20 +32,19 @@ def main(argv: list[str] | None = None) -> int:
         if not files:
             raise ValueError(f"no .mbc files in {src}")
         dst.mkdir(parents=True, exist_ok=True)
-        cache = {}
+        cache: dict = {}
         for f in tqdm(files, desc="decompress", unit="img"):
-            if codec is None:  # load each bundled model once
-                from ..codec.api import load_codec as _lc
+            c = codec
+            if c is None:  # the bundled model named in each file, loaded once per id
                 from ..codec.registry import MODELS
                 from ..fmt.mbc import unpack_mbc
 
                 h, _ = unpack_mbc(f.read_bytes())
                 if h.model_id not in MODELS:
                     raise ValueError(f"{f.name} needs a model file (model id {h.model_id}); pass --model")
-                c = cache.setdefault(h.model_id, None) or cache.setdefault(h.model_id, _lc(MODELS[h.model_id][0]))
-                cache[h.model_id] = c
-            else:
-                c = codec
+                if h.model_id not in cache:
+                    cache[h.model_id] = load_codec(MODELS[h.model_id][0])
+                c = cache[h.model_id]
             decompress_file(f, dst / (f.stem + ".png"), c, refine=not a.no_refine)
         print(f"{len(files)} files -> {dst}")
     else:

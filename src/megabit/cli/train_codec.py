@@ -14,7 +14,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="megabit train-codec", description="Train the patch codec (3 stages, CPU, time-budgeted).")
     p.add_argument("--data-root", required=True, help="training images (same-size crops, e.g. shared/data/photos)")
     p.add_argument("--out", required=True, help="run folder (checkpoint.pt, metrics.jsonl, model.pt)")
-    p.add_argument("--minutes", type=float, nargs=4, default=[5.0, 3.5, 1.5, 10.0], metavar=("FLOAT", "QAT_BN", "QAT_BSN", "REFINE"),
+    p.add_argument("--minutes", type=float, nargs=4, default=[7.0, 5.0, 2.0, 8.0], metavar=("FLOAT", "QAT_BN", "QAT_BSN", "REFINE"),
                    help="wall-clock minutes per stage")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--stop-after-min", type=float, default=None, help="end this session early (resume later)")
