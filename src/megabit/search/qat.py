@@ -96,6 +96,7 @@ def qat_finetune(model: nn.Module, images: list[Tensor], cfg: QATConfig,
         loss.backward()
         torch.nn.utils.clip_grad_norm_(main, cfg.clip)
         opt.step()
+        _reapply_masks(model)
         if aux_opt is not None:
             al = model.aux_loss() if hasattr(model, "aux_loss") else None
             if al is not None:
@@ -111,6 +112,25 @@ def qat_finetune(model: nn.Module, images: list[Tensor], cfg: QATConfig,
                 log(rec)
     model.eval()
     return hist
+
+
+@torch.no_grad()
+def _reapply_masks(model: nn.Module) -> None:
+    """Keep masked (causal) convolutions causal under a weight parametrization.
+
+    CompressAI's ``MaskedConv2d`` masks with ``self.weight.data *= self.mask`` inside ``forward``;
+    with a parametrized weight that writes into a temporary, so gradients would reach the masked taps
+    of the stored weight. Zeroing them after every step keeps both megabit's and CompressAI's
+    context models causal (a zero weight quantizes to code 0).
+    """
+    from torch.nn.utils import parametrize
+
+    for m in model.modules():
+        mask = getattr(m, "mask", None)
+        if isinstance(mask, Tensor) and parametrize.is_parametrized(m, "weight"):
+            orig = m.parametrizations.weight.original
+            if orig.shape == mask.shape:
+                orig.mul_(mask.to(orig.dtype))
 
 
 def save_quantized(path: str | os.PathLike, model: nn.Module, plan: QuantPlan, codec_config: dict[str, Any],
