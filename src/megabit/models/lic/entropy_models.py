@@ -295,7 +295,9 @@ class EntropyBottleneck(EntropyModel):
         shape = xt.size()
         values = xt.reshape(xt.size(0), 1, -1)
         outputs = self.quantize(values, "noise" if training else "dequantize", self._get_medians())
-        likelihood, _, _ = self._likelihood(outputs.float())
+        # the density is evaluated in float32 even under bf16 autocast: its matmuls set the rate of z
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            likelihood, _, _ = self._likelihood(outputs.float())
         if self.use_likelihood_bound:
             likelihood = self.likelihood_lower_bound(likelihood)
         outputs = outputs.reshape(shape).permute(*perm).contiguous()
