@@ -91,3 +91,12 @@ def test_bd_errors():
         bd_rate([1, 2, 3, 4], [1, 2, 3, 4], [1, 2, 3, 4], [11, 12, 13, 14])
     with pytest.raises(ValueError, match="method"):
         bd_rate([1, 2, 3, 4], [1, 2, 3, 4], [1, 2, 3, 4], [1, 2, 3, 4], method="akima")
+
+
+def test_docstring_examples():
+    import doctest
+
+    import megabit.metrics
+
+    res = doctest.testmod(megabit.metrics)
+    assert res.attempted > 0 and res.failed == 0
