@@ -19,7 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--anchors-only", action="store_true", help="evaluate the anchors only (no model needed)")
     p.add_argument("--anchor-cache", default=None, help="JSON file caching anchor results between runs")
     p.add_argument("--limit", type=int, default=None, help="first N images only")
-    p.add_argument("--json", default=None, help="write the full result (per image + mean) to this file")
+    p.add_argument("--json", default=None, help="write the full result (per image + mean) to this file (rewritten "
+                                                "after every image with \"partial\": true until done)")
     p.add_argument("--plot", default=None, help="write an RD plot (PNG)")
     p.add_argument("--published", default=None, help="folder of CompressAI result JSONs to draw on the plot")
     p.add_argument("--extra", default=None, help="JSON object merged into the result (e.g. training facts)")
@@ -37,9 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     codec = None if a.anchors_only else load_codec(a.model)
     res = evaluate_codec(a.data_root, codec, tuple(a.rates), None if a.anchors is None else tuple(a.anchors), a.limit,
-                         a.anchor_cache)
-    if a.extra:
-        res.update(json.loads(a.extra))
+                         a.anchor_cache, partial_json=a.json, extra=json.loads(a.extra) if a.extra else None)
     if a.json:
         atomic_write_text(a.json, json.dumps(res, indent=1))
     if a.plot:

@@ -4,7 +4,7 @@
 file size is at most the target bpp** (so an anchor never gets more bits than the codec it is
 compared with); if even quality 0 is above the target, the quality-0 point is returned with
 ``"over_target": True``. Settings (fixed, recorded in the results): JPEG ``optimize=True`` 4:2:0;
-WebP ``method=6``; AVIF ``speed=8`` (fast preset: the evaluation runs on a shared 2-core CPU) (libavif/aom via Pillow); HEIF pillow-heif defaults (x265).
+WebP ``method=4``; AVIF ``speed=8`` (fast preset: the evaluation runs on a shared 2-core CPU) (libavif/aom via Pillow); HEIF pillow-heif defaults (x265).
 
 >>> import numpy as np
 >>> img = np.random.default_rng(0).integers(0, 256, (32, 48, 3), dtype=np.uint8)
@@ -32,7 +32,7 @@ def _save(img: np.ndarray, codec: str, q: int) -> bytes:
     if codec == "jpeg":
         im.save(buf, "JPEG", quality=max(1, q), optimize=True)
     elif codec == "webp":
-        im.save(buf, "WEBP", quality=q, method=6)
+        im.save(buf, "WEBP", quality=q, method=4)
     elif codec == "avif":
         im.save(buf, "AVIF", quality=q, speed=8)
     elif codec == "heif":

@@ -71,8 +71,12 @@ def evaluate_codec(
     limit: int | None = None,
     anchor_cache: str | os.PathLike | None = None,
     progress: bool = True,
+    partial_json: str | os.PathLike | None = None,
+    extra: dict | None = None,
 ) -> dict:
-    """Evaluate on every image of ``data_root``; ``codec=None`` evaluates the anchors only."""
+    """Evaluate on every image of ``data_root``; ``codec=None`` evaluates the anchors only.
+
+    ``partial_json``: rewrite the result (``"partial": true``) there after every image."""
     files = list_images(data_root)[:limit]
     anchors = tuple(available_anchors()) if anchors is None else tuple(anchors)
     cache: dict = {}
@@ -123,6 +127,15 @@ def evaluate_codec(
             from ..utils import atomic_write_text
 
             atomic_write_text(anchor_cache, json.dumps(cache))
+        if partial_json:
+            from ..utils import atomic_write_text
+
+            part = {**_result(data_root, codec, rates, anchors, rows, t_model, len(rows[rates[0]]), len(files)), **(extra or {})}
+            atomic_write_text(partial_json, json.dumps(part, indent=1))
+    return {**_result(data_root, codec, rates, anchors, rows, t_model, len(files), len(files)), **(extra or {})}
+
+
+def _result(data_root, codec, rates, anchors, rows, t_model, n_done, n_total) -> dict:
     summary: dict = {}
     for r in rates:
         rs = rows[r]
@@ -137,10 +150,11 @@ def evaluate_codec(
             m[a]["n_over_target"] = sum(bool(x["over_target"]) for x in sub)
         summary[str(r)] = m
     return {
-        "dataset": str(data_root), "n_images": len(files), "rates_bits_per_patch": list(rates),
+        "dataset": str(data_root), "n_images": n_done, "n_images_planned": n_total, "partial": n_done < n_total,
+        "rates_bits_per_patch": list(rates),
         "model": None if codec is None else {"name": codec.name, "hash": codec.model_hash.hex(),
                                              "config": codec.model.cfg.to_dict()},
-        "codec_seconds_per_image_all_rates": round(t_model / max(1, len(files)), 3) if codec is not None else None,
+        "codec_seconds_per_image_all_rates": round(t_model / max(1, n_done), 3) if codec is not None else None,
         "anchors": list(anchors), "machine": machine_info(), "mean": summary,
         "per_image": {str(r): rows[r] for r in rates},
     }
