@@ -2,7 +2,7 @@
 
 Runs every stage through ``megabit.cli.fmpq.main`` in-process (the same code as the CLI) and writes
 one results JSON with the commands, timings, the plan, and the Kodak numbers of: the float model,
-uniform 8-bit and 5-bit PTQ, the FMPQ plan without fine-tuning (PTQ) and after QAT. Stages whose
+uniform 8-, 5- and 4-bit PTQ, the FMPQ plan without fine-tuning (PTQ) and after QAT. Stages whose
 output file already exists are skipped (resumable).
 
     OMP_NUM_THREADS=1 nice -n 19 python recipes/lic_fmpq.py --checkpoint runs/lic/shp_n64m96_l0.0035.pt \
@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--train-data", default="/work/shared/data/photos")
     p.add_argument("--eval-data", default="/work/shared/data/kodak")
-    p.add_argument("--eval-limit", type=int, default=4)
+    p.add_argument("--eval-limit", type=int, default=2)
     p.add_argument("--n-calib", type=int, default=4)
     p.add_argument("--calib-crop", type=int, default=128)
     p.add_argument("--target", default="60%")
@@ -58,7 +58,7 @@ def main(argv=None) -> int:
     ev = {"float": ["--checkpoint", ck], "u8": ["--checkpoint", ck, "--uniform-bits", "8"],
           "fmpq60_qat": ["--quantized", str(w / "q60.pt")],
           "fmpq60_ptq": ["--checkpoint", ck, "--plan", str(w / "plan60.json")],
-          "u5": ["--checkpoint", ck, "--uniform-bits", "5"]}
+          "u5": ["--checkpoint", ck, "--uniform-bits", "5"], "u4": ["--checkpoint", ck, "--uniform-bits", "4"]}
     for k, args in ev.items():
         stages.append((f"kodak_{k}.json", ["eval", *args, "--data", a.eval_data, "--limit", str(a.eval_limit),
                                            "--out", str(w / f"kodak_{k}.json")]))
@@ -84,7 +84,7 @@ def collect(a, w: Path, stages, timings) -> None:
     grid = QuantPlan.load(w / "plan60_grid.json") if (w / "plan60_grid.json").exists() else None
     q = torch.load(w / "q60.pt", map_location="cpu", weights_only=False) if (w / "q60.pt").exists() else {}
     kodak = {}
-    for k in ("float", "u8", "u5", "fmpq60_ptq", "fmpq60_qat"):
+    for k in ("float", "u8", "u5", "u4", "fmpq60_ptq", "fmpq60_qat"):
         f = w / f"kodak_{k}.json"
         if f.exists():
             d = json.loads(f.read_text())
