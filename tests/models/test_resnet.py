@@ -1,0 +1,144 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from megabit.entropy import decode_array, encode_array
+from megabit.models.resnet import (SCHEMES, ResNet, ResNetConfig, apply_levels, entropy_report, export_codes,
+                                   packed_size, quantized_layers, scheme_config)
+from megabit.quant.entropy_reg import hard_entropy
+from megabit.quant.weight import code_range
+
+
+def test_resnet20_shape_and_size():
+    m = ResNet(ResNetConfig(levels=3))
+    n = sum(p.numel() for p in m.parameters())
+    assert 0.26e6 < n < 0.28e6
+    conv_w = sum(mm.weight.numel() for mm in m.modules() if isinstance(mm, torch.nn.Conv2d))
+    assert conv_w == 432 + 6 * 2304 + 4608 + 5 * 9216 + 18432 + 5 * 36864
+    assert len(quantized_layers(m)) == 20 and len(quantized_layers(m, include_edges=False)) == 18
+    x = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    assert m.eval()(x).shape == (2, 10)
+
+
+@pytest.mark.parametrize("scheme", list(SCHEMES))
+def test_schemes_forward_and_backward(scheme):
+    torch.manual_seed(0)
+    m = ResNet(scheme_config(scheme)).train()
+    x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8).contiguous(memory_format=torch.channels_last)
+    m(x).logsumexp(1).sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in m.parameters())
+    lv = {mm.quant.spec.levels for _, mm in quantized_layers(m, include_edges=False)}
+    assert lv == ({scheme_config(scheme).levels} if scheme_config(scheme).levels else set())
+
+
+def test_config_roundtrip_and_validation():
+    cfg = ResNetConfig(levels=5, layer_levels=tuple([3, 5, 7] * 6), step_rule="absmax", edge_levels=0)
+    back = ResNetConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert back == cfg
+    with pytest.raises(ValueError, match="18 entries"):
+        ResNetConfig(layer_levels=(3, 5))
+    with pytest.raises(ValueError, match="unknown"):
+        ResNetConfig.from_dict({"levels": 3, "bogus": 1})
+    with pytest.raises(ValueError, match="unknown scheme"):
+        scheme_config("octonary")
+    m = ResNet(cfg)
+    assert [mm.quant.spec.levels for _, mm in quantized_layers(m)] == [3, 5, 7] * 6  # edges float
+    assert m.conv1.quant.spec.levels == 0 and m.fc.quant.spec.levels == 0
+
+
+@pytest.mark.parametrize("levels", [2, 3, 4, 7])
+def test_export_codes_reproduce_the_weights(levels):
+    torch.manual_seed(levels)
+    m = ResNet(ResNetConfig(levels=levels)).eval()
+    ex = export_codes(m)
+    assert list(ex) == [n for n, _ in quantized_layers(m)]
+    mods = dict(m.named_modules())
+    for name, d in ex.items():
+        assert set(np.unique(d["codes"]).tolist()) <= set(code_range(d["levels"]))
+        u = torch.from_numpy(d["unit"])
+        if u.numel() > 1:
+            u = u.reshape(-1, *([1] * (d["codes"].ndim - 1)))
+        w_hat = torch.from_numpy(d["codes"].astype(np.float32)) * u
+        assert torch.equal(w_hat, mods[name].quant(mods[name].weight.detach()))
+    assert ex["conv1"]["levels"] == 255 and ex["conv1"]["codes"].dtype == np.int8
+
+
+def test_entropy_report_matches_codes_and_tans():
+    torch.manual_seed(0)
+    m = ResNet(ResNetConfig(levels=5, step_rule="absmax")).eval()
+    rep = entropy_report(m, coder="tans")
+    ex = export_codes(m)
+    assert len(rep["layers"]) == 20
+    for r in rep["layers"]:
+        c = ex[r["name"]]["codes"]
+        assert r["entropy_bits_per_weight"] == pytest.approx(hard_entropy(torch.from_numpy(c.astype(np.int64))), abs=1e-9)
+        assert r["table_bytes"] > 0
+        if r["n_weights"] >= 9216:  # large layers: the payload is within a few % of the entropy
+            assert r["entropy_bits_per_weight"] <= r["coded_bits_per_weight"] < 1.05 * r["entropy_bits_per_weight"] + 0.05
+    b = rep["body"]
+    assert b["n_weights"] == sum(r["n_weights"] for r in rep["layers"]) - 432 - 640
+    assert b["coded_with_tables_bits_per_weight"] > b["coded_bits_per_weight"] > b["entropy_bits_per_weight"]
+    assert b["raw_bits_per_weight"] == 3
+    # the symbols the report codes decode back exactly
+    sym = (ex["blocks.8.conv2"]["codes"].astype(np.int64) + 2).reshape(-1)
+    payload, freqs = encode_array(sym, coder="tans")
+    assert np.array_equal(decode_array(payload, freqs), sym)
+    size = packed_size(m, report=rep)
+    assert size["total_bytes"] == sum(v for k, v in size.items() if k != "total_bytes")
+    assert size["coded_weight_bytes"] == rep["all"]["payload_bytes"] + rep["all"]["table_bytes"]
+
+
+def test_float_scheme_report_and_size():
+    m = ResNet(SCHEMES["float"])
+    rep = entropy_report(m)
+    assert rep["layers"] == [] and rep["all"] == {"n_weights": 0}
+    size = packed_size(m, report=rep)
+    assert size["float_weight_bytes"] == 4 * sum(mm.weight.numel() for mm in m.modules() if isinstance(mm, (torch.nn.Conv2d, torch.nn.Linear)))
+
+
+def test_apply_levels_keeps_weights():
+    torch.manual_seed(0)
+    m = ResNet(ResNetConfig(levels=15, step_rule="absmax"))
+    m(torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8))
+    new = apply_levels(m, {"blocks.0.conv1": 3, "blocks.8.conv2": 7})
+    lv = dict((n, mm.quant.spec.levels) for n, mm in quantized_layers(new, include_edges=False))
+    assert lv["blocks.0.conv1"] == 3 and lv["blocks.8.conv2"] == 7 and lv["blocks.4.conv1"] == 15
+    assert new.cfg.layer_levels[0] == 3 and new.cfg.layer_levels[-1] == 7
+    for (k, v), (k2, v2) in zip(m.state_dict().items(), new.state_dict().items()):
+        assert k == k2
+        if ".quant." not in k:
+            assert torch.equal(v, v2)
+    assert torch.equal(new.blocks[4].conv1.quant.step, m.blocks[4].conv1.quant.step)
+    with pytest.raises(ValueError, match="not body conv"):
+        apply_levels(m, {"conv1": 3})
+
+
+def _load_recipe():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "recipes" / "resnet_table1.py"
+    spec = importlib.util.spec_from_file_location("resnet_table1", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_table1_recipe_runs_and_resumes(tmp_path, cifar_root):
+    recipe = _load_recipe()
+    out, res = tmp_path / "run", tmp_path / "t1.json"
+    argv = ["--data-root", str(cifar_root), "--out", str(out), "--results", str(res), "--schemes", "ternary,mixed-entropy",
+            "--epochs", "2", "--batch-size", "8", "--threads", "1", "--no-progress", "--candidates", "3,5"]
+    assert recipe.main(argv) == 0
+    d = json.loads(res.read_text())
+    assert set(d["schemes"]) == {"ternary", "mixed-entropy"} and d["epochs"] == 2 and "cpu" in d["hardware"]
+    mixed = d["schemes"]["mixed-entropy"]
+    assert set(mixed["config"]["layer_levels"]) <= {3, 5} and len(mixed["plan"]["layers"]) == 18
+    assert mixed["file_bytes"] > 0 and 0 < mixed["entropy_bits_per_weight_body"] <= mixed["tans_bits_per_weight_body"]
+    assert (out / "mixed-entropy" / "plan.json").exists()
+    # resume: finished schemes are read back, not retrained
+    before = (out / "ternary" / "result.json").read_text()
+    assert recipe.main(argv + ["--resume"]) == 0
+    assert (out / "ternary" / "result.json").read_text() == before

@@ -1,0 +1,109 @@
+import math
+
+import pytest
+import torch
+
+from megabit.quant.entropy_reg import (collect_quantizers, entropy_penalty, hard_entropy, level_centres,
+                                       soft_assign, soft_entropy)
+from megabit.quant.weight import QuantSpec, WeightQuantizer
+
+
+def _quantizer(levels, rule="absmax", w=None, per_channel=False):
+    q = WeightQuantizer(QuantSpec(levels, rule, per_channel), channels=w.shape[0] if per_channel else 1).eval()
+    if w is not None:
+        q.codes(w.detach())  # sets the step once
+    return q
+
+
+def test_level_centres_match_quantizer_values():
+    for n in (2, 3, 4, 5, 7, 15):
+        q = _quantizer(n, "fixed")
+        grid = torch.linspace(-20, 20, 4001)
+        vals = torch.unique(q(grid))  # step 1: the values are the centres
+        assert torch.allclose(vals, level_centres(n)), n
+
+
+def test_hard_entropy_known_values():
+    assert hard_entropy(torch.tensor([0, 0, 1, 1])) == pytest.approx(1.0)
+    assert hard_entropy(torch.tensor([-1, 0, 1, 2])) == pytest.approx(2.0)
+    assert hard_entropy(torch.zeros(10)) == 0.0
+
+
+def test_gradient_flows_to_weights_not_step():
+    torch.manual_seed(0)
+    w = torch.randn(16, 8, 3, 3, requires_grad=True)
+    q = _quantizer(5, "absmax", w)
+    step_before = q.step.clone()
+    bits = entropy_penalty([(q, w)], temperature=0.1)
+    assert bits.requires_grad and bits.dim() == 0
+    bits.backward()
+    assert torch.isfinite(w.grad).all() and w.grad.abs().sum() > 0
+    assert torch.equal(q.step, step_before)
+    assert float(bits) == pytest.approx(w.numel() * float(soft_entropy(w, q.step, 5, 0.1)), rel=1e-5)
+
+
+@pytest.mark.parametrize("levels", [2, 3, 4, 5, 7, 15])
+def test_soft_entropy_tends_to_hard_entropy(levels):
+    torch.manual_seed(levels)
+    w = torch.randn(20000) * 0.7
+    q = _quantizer(levels, "absmax", w)
+    hard = hard_entropy(q.codes(w), levels)
+    errs = [abs(float(soft_entropy(w, q.step, levels, t)) - hard) for t in (0.3, 0.03, 0.003, 0.0003)]
+    assert errs[-1] < 0.01
+    assert errs[-1] <= errs[0]
+    # the soft assignment itself becomes the hard nearest-level one
+    a = soft_assign(w, q.step, levels, 1e-4)
+    lv = torch.tensor(sorted(set(q.codes(w).tolist())))
+    idx = a.argmax(-1)
+    from megabit.quant.weight import code_range
+    cr = torch.tensor(code_range(levels), dtype=torch.float32)
+    assert (cr[idx] == q.codes(w)).float().mean() > 0.999
+    assert set(lv.tolist()) <= set(cr.tolist())
+
+
+def test_per_channel_step():
+    torch.manual_seed(0)
+    w = torch.randn(8, 4, 3, 3) * torch.logspace(-2, 0, 8).reshape(-1, 1, 1, 1)
+    q = _quantizer(7, "absmax", w, per_channel=True)
+    h = float(soft_entropy(w, q.step, 7, 1e-4))
+    assert h == pytest.approx(hard_entropy(q.codes(w), 7), abs=0.01)
+
+
+def test_minimizing_entropy_alone_drives_weights_to_zero():
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(4000) * 0.8)
+    q = _quantizer(5, "fixed")  # step 1: a fixed grid, so only the weights can move
+    h0 = hard_entropy(q.codes(w.detach()), 5)
+    zeros0 = float((q.codes(w.detach()) == 0).float().mean())
+    opt = torch.optim.Adam([w], lr=0.02)
+    for _ in range(150):
+        opt.zero_grad()
+        entropy_penalty([(q, w)], temperature=0.1).backward()
+        opt.step()
+    c = q.codes(w.detach())
+    h1 = hard_entropy(c, 5)
+    assert h1 < 0.5 * h0, (h0, h1)
+    assert float((c == 0).float().mean()) > max(0.9, zeros0)
+    assert float(w.detach().abs().mean()) < 0.5 * 0.8 * math.sqrt(2 / math.pi)
+
+
+def test_collect_quantizers_from_model_skips_float():
+    from megabit.models.resnet import ResNet, ResNetConfig
+
+    m = ResNet(ResNetConfig(levels=3, edge_levels=0))
+    pairs = collect_quantizers(m)
+    assert len(pairs) == 18
+    bits = entropy_penalty(m, temperature=0.05)
+    n = sum(w.numel() for _, w in pairs)
+    assert 0 < float(bits) <= n * math.log2(3) + 1e-3
+    assert len(collect_quantizers(ResNet(ResNetConfig(levels=0, edge_levels=0)))) == 0
+    assert float(entropy_penalty(ResNet(ResNetConfig(levels=0, edge_levels=0)))) == 0.0
+
+
+def test_max_samples_estimate_close():
+    torch.manual_seed(0)
+    w = torch.randn(50000)
+    q = _quantizer(7, "absmax", w)
+    full = float(entropy_penalty([(q, w)], 0.05))
+    sub = float(entropy_penalty([(q, w)], 0.05, max_samples=10000, generator=torch.Generator().manual_seed(0)))
+    assert sub == pytest.approx(full, rel=0.03)
