@@ -93,3 +93,14 @@ def test_train_codec_smoke(tmp_path):
     assert c.model.cfg.norm == "bsn" and c.bit_probs.shape == (64, 6)
     # resume of a finished run is a no-op that still writes the model
     assert train_codec.main(args + ["--resume"]) == 0
+
+
+def test_bundled_model_roundtrip(tmp_path):
+    from megabit.codec.registry import DEFAULT_MODEL, asset_path
+
+    if not asset_path(DEFAULT_MODEL).is_file():
+        pytest.skip("no bundled codec model")
+    src = _img(tmp_path / "a.png", size=(50, 37))
+    assert megabit_main(["compress", str(src), "-o", str(tmp_path / "a.mbc"), "--rate", "0.125"]) == 0
+    assert megabit_main(["decompress", str(tmp_path / "a.mbc"), "-o", str(tmp_path / "a.png.out.png")]) == 0
+    assert Image.open(tmp_path / "a.png.out.png").size == (50, 37)
