@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--warmup-frac", type=float, default=0.1)
     ap.add_argument("--entropy-weight", type=float, default=0.05,
                     help="beta: nats of CE per bit/weight (loss = CE + beta * bits / N_body)")
-    ap.add_argument("--temperature", type=float, default=0.05, help="soft-assignment temperature (step units^2)")
+    ap.add_argument("--temperature", type=float, default=0.3,
+                    help="soft-assignment temperature (step units^2); small T stalls the gradient inside bins")
     ap.add_argument("--plan-lam", type=float, default=0.01, help="Lagrangian lambda (relative MSE per bit/weight)")
     ap.add_argument("--candidates", default=",".join(map(str, DEFAULT_CANDIDATES)))
     ap.add_argument("--limit-train", type=int, default=None)
@@ -175,7 +176,7 @@ def train_scheme(scheme: str, a, train, test) -> dict:
             if use_penalty and a.entropy_weight > 0:
                 bits = entropy_penalty(model.blocks, a.temperature)
                 loss = loss + a.entropy_weight * bits / n_body
-                tbits += float(bits) / n_body
+                tbits += float(bits.detach()) / n_body
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

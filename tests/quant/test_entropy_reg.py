@@ -75,10 +75,12 @@ def test_minimizing_entropy_alone_drives_weights_to_zero():
     q = _quantizer(5, "fixed")  # step 1: a fixed grid, so only the weights can move
     h0 = hard_entropy(q.codes(w.detach()), 5)
     zeros0 = float((q.codes(w.detach()) == 0).float().mean())
-    opt = torch.optim.Adam([w], lr=0.02)
-    for _ in range(150):
+    # T = 0.3: at small T the gradient vanishes inside the bins and weights stall on the outer
+    # levels (measured: T = 0.1, 150 Adam steps leaves H = 0.58 b/w; T = 0.3 reaches 0)
+    opt = torch.optim.Adam([w], lr=0.05)
+    for _ in range(200):
         opt.zero_grad()
-        entropy_penalty([(q, w)], temperature=0.1).backward()
+        entropy_penalty([(q, w)], temperature=0.3).backward()
         opt.step()
     c = q.codes(w.detach())
     h1 = hard_entropy(c, 5)

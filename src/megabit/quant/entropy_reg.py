@@ -24,6 +24,11 @@ CE, of one bit per weight ([I] default in recipes/resnet_table1.py: beta = 0.05)
 minimum-description-length point (total bits of data + weights) is ``beta = ln 2 · N_weights /
 N_train`` — far heavier, usually too heavy for accuracy.
 
+Temperature ([I], measured in tests/quant/test_entropy_reg.py): a small T makes ``H`` a faithful
+estimate but its gradient vanishes inside the bins (a weight sitting on a level feels nothing),
+so minimizing at T = 0.1 stalls with weights parked on outer levels; T ≈ 0.3 moves them to the
+majority level. Use a small T to *measure*, a larger one to *train* (recipe default 0.3).
+
 Step rule matters: a histogram-equalized step (``step_rule="heq"``) follows the quantiles of
 ``|w|`` and keeps every level equally full, i.e. at maximum entropy whatever the weights do, so
 the penalty has nothing to act on; use ``"absmax"`` or ``"fixed"`` steps with it ([I]).
