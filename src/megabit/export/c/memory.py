@@ -27,7 +27,7 @@ __all__ = ["DESCRIPTOR_BYTES", "CODE_ESTIMATE_BYTES", "Layout", "layout", "memor
 MBIT = 1 << 20
 DESCRIPTOR_BYTES = 44  # sizeof(mb_layer), fixed-width fields, no padding (asserted in model.c)
 LUT_ENTRY_BYTES = 4  # sizeof(mb_tans_entry)
-#: code of mb_runtime.c + main.c (text, gcc 12 -O2 x86-64 measured ~2.9 KB + ~0.4 KB; rounded up;
+#: code of mb_runtime.c + main.c (text, gcc 12 -O2 x86-64 measured ~3.6 KB + ~0.8 KB; rounded up;
 #: Thumb-2 code is usually smaller). An estimate: the real number comes from `size`.
 CODE_ESTIMATE_BYTES = {"runtime": 4096, "main": 1024}
 #: sizeof(mb_decoder) without its state array, for 32-bit pointers (64-bit hosts: +8)

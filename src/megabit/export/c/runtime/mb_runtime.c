@@ -160,6 +160,13 @@ static int8_t mb_act(int32_t v, int32_t rshift) {
     return (int8_t)(v > MB_ACT_MAX ? MB_ACT_MAX : v);
 }
 
+/* a[i] += w * s[i]: the inner loop of the conv (restrict: int8_t may alias anything otherwise,
+ * which would keep the compiler from vectorizing it). */
+static void mb_axpy(int32_t *restrict a, const int8_t *restrict s, int32_t w, int32_t n) {
+    int32_t i;
+    for (i = 0; i < n; i++) a[i] += w * s[i];
+}
+
 static void mb_conv(const mb_layer *L, const int8_t *in, int8_t *out) {
     const int32_t H = L->h, W = L->w, HW = H * W, k = L->kernel, p = k / 2;
     const int32_t cg = L->cin / L->groups, og = L->cout / L->groups, nw = cg * k * k;
@@ -180,11 +187,12 @@ static void mb_conv(const mb_layer *L, const int8_t *in, int8_t *out) {
                     const int32_t wv = wk[ky * k + kx], dx = kx - p;
                     const int32_t x0 = dx < 0 ? -dx : 0, x1 = dx > 0 ? W - dx : W;
                     if (wv == 0) continue;
-                    for (y = y0; y < y1; y++) {
-                        int32_t *a = mb_acc + y * W;
-                        const int8_t *s = plane + (y + dy) * W; /* s[x + dx] valid for x in [x0, x1) */
-                        for (x = x0; x < x1; x++) a[x] += wv * s[x + dx];
+                    if (dx == 0) { /* whole rows: one contiguous run */
+                        mb_axpy(mb_acc + y0 * W, plane + (y0 + dy) * W, wv, (y1 - y0) * W);
+                        continue;
                     }
+                    for (y = y0; y < y1; y++)
+                        mb_axpy(mb_acc + y * W + x0, plane + (y + dy) * W + x0 + dx, wv, x1 - x0);
                 }
             }
         }
