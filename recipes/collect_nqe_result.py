@@ -1,0 +1,35 @@
+"""Collect a finished classifier run directory into results/nqe_1mbit.json (curve, budget, machine)."""
+import json
+import platform
+import sys
+
+import torch
+
+from megabit.export import budget_table
+from megabit.models import NQEConfig
+from megabit.utils import atomic_write_text
+
+run = sys.argv[1] if len(sys.argv) > 1 else "runs/nqe-1mbit"
+out = sys.argv[2] if len(sys.argv) > 2 else "results/nqe_1mbit.json"
+res = json.load(open(f"{run}/result.json"))
+cfg = json.load(open(f"{run}/config.json"))
+hist = [json.loads(l) for l in open(f"{run}/metrics.jsonl")]
+bn_end = [h for h in hist if h["phase"] == "bn"][-1]
+t = budget_table(NQEConfig.from_dict(cfg["model"]))
+doc = {
+    "model": "nqe-1mbit", "command": f"python recipes/nqe_1mbit.py --data-root ../shared/data/cifar10-jpeg-q75 --out {run}",
+    "data": "CIFAR-10, JPEG-q75 copy (shared/data/cifar10-jpeg-q75): 50k train / full 10k test",
+    "test_accuracy": res["accuracy"], "test_accuracy_note": "BSN model, integer-exact, horizontal-flip TTA",
+    "per_class": res["per_class"], "total_bits": t["total_bits"], "limit_bits": 1 << 20,
+    "epochs": res["epochs"], "epochs_bn": cfg["train"]["epochs_bn"], "epochs_bsn": cfg["train"]["epochs_bsn"],
+    "train_wall_s": res["train_wall_s"], "accuracy_end_of_bn_phase": bn_end["test_acc"],
+    "accuracy_right_after_bsn_conversion": res["notes"].get("bsn_after_conversion"),
+    "machine": {"cpu": "2-core x86_64 (shared VM), no GPU", "platform": platform.platform(), "torch": torch.__version__},
+    "train_config": cfg["train"],
+    "curve": [{"epoch": h["epoch"], "phase": h["phase"], "test_acc": h["test_acc"], "train_acc": h["train_acc"],
+               "epoch_s": h["epoch_s"]} for h in hist],
+    "final_quant_stats": hist[-1]["quant"],
+}
+atomic_write_text(out, json.dumps(doc, indent=2))
+print(json.dumps({k: doc[k] for k in ("test_accuracy", "total_bits", "epochs", "train_wall_s", "accuracy_end_of_bn_phase",
+                                      "accuracy_right_after_bsn_conversion")}))
