@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="beta: nats of CE per bit/weight (loss = CE + beta * bits / N_body)")
     ap.add_argument("--temperature", type=float, default=0.3,
                     help="soft-assignment temperature (step units^2); small T stalls the gradient inside bins")
-    ap.add_argument("--plan-lam", type=float, default=0.01, help="Lagrangian lambda (relative MSE per bit/weight)")
+    ap.add_argument("--plan-lam", type=float, default=0.1,
+                    help="Lagrangian lambda (relative MSE per bit/weight); 0.01 kept 15 bins everywhere in the smoke run")
     ap.add_argument("--candidates", default=",".join(map(str, DEFAULT_CANDIDATES)))
     ap.add_argument("--limit-train", type=int, default=None)
     ap.add_argument("--limit-test", type=int, default=None)
