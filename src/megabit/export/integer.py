@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from ..models.nqe import NQE, NQEConfig
 
-__all__ = ["IntLayer", "IntHead", "IntegerNQE"]
+__all__ = ["IntLayer", "IntHead", "IntegerNQE", "apply_int_layer", "apply_int_head"]
 
 
 @dataclass
@@ -61,6 +61,25 @@ def _int_conv(x: torch.Tensor, w: torch.Tensor, groups: int) -> torch.Tensor:
     return acc.reshape(n, cout, h, wd)
 
 
+def apply_int_layer(a: torch.Tensor, L: IntLayer, act_bits: int) -> torch.Tensor:
+    """One integer conv block: conv, + offset, shift, clamp to the HWMSB codes, optional 2x2 max-pool."""
+    acc = _int_conv(a, torch.from_numpy(L.codes).to(torch.int32), L.groups)
+    acc = acc + torch.from_numpy(L.offsets).to(torch.int32).reshape(1, -1, 1, 1)
+    s = L.shift - act_bits  # floor(2^bits * y): shift by k - bits
+    u = torch.bitwise_right_shift(acc, s) if s >= 0 else torch.bitwise_left_shift(acc, -s)
+    a = u.clamp(0, (1 << act_bits) - 1)
+    if L.pool:
+        n, c, hh, ww = a.shape
+        a = a[:, :, : hh // 2 * 2, : ww // 2 * 2].reshape(n, c, hh // 2, 2, ww // 2, 2).amax((3, 5))
+    return a
+
+
+def apply_int_head(a: torch.Tensor, H: IntHead) -> torch.Tensor:
+    """Global sum-pool then the integer linear layer: int64 logits."""
+    s = a.to(torch.int64).sum((2, 3))
+    return s @ torch.from_numpy(H.codes).to(torch.int64).T + torch.from_numpy(H.bias)
+
+
 class IntegerNQE:
     """Integer-only executable form of a BSN-mode NQE (see module docstring)."""
 
@@ -93,19 +112,9 @@ class IntegerNQE:
         if x.dim() != 4 or x.shape[1] != self.cfg.in_channels:
             raise ValueError(f"expected NCHW images with {self.cfg.in_channels} channels, got shape {tuple(x.shape)}")
         a = x.to(torch.int32) - 128
-        top = (1 << self.cfg.act_bits) - 1
-        sh_base = self.cfg.act_bits  # floor(2^bits * y): shift by k - bits
         for L in self.layers:
-            acc = _int_conv(a, torch.from_numpy(L.codes).to(torch.int32), L.groups)
-            acc = acc + torch.from_numpy(L.offsets).to(torch.int32).reshape(1, -1, 1, 1)
-            s = L.shift - sh_base
-            u = torch.bitwise_right_shift(acc, s) if s >= 0 else torch.bitwise_left_shift(acc, -s)
-            a = u.clamp(0, top)
-            if L.pool:
-                n, c, hh, ww = a.shape
-                a = a[:, :, : hh // 2 * 2, : ww // 2 * 2].reshape(n, c, hh // 2, 2, ww // 2, 2).amax((3, 5))
-        s = a.to(torch.int64).sum((2, 3))
-        return s @ torch.from_numpy(self.head.codes).to(torch.int64).T + torch.from_numpy(self.head.bias)
+            a = apply_int_layer(a, L, self.cfg.act_bits)
+        return apply_int_head(a, self.head)
 
     __call__ = forward
 

@@ -47,28 +47,9 @@ import torch
 
 from ..fmt import spec as S
 from ..fmt.mbit import MbitFile, decode_conv, decode_head, mbit_to_integer, read_mbit
-from .integer import IntegerNQE, IntHead, IntLayer, _int_conv
+from .integer import IntegerNQE, IntHead, IntLayer, apply_int_head, apply_int_layer
 
 __all__ = ["StreamingIntegerNQE", "apply_int_layer", "apply_int_head", "peak_memory"]
-
-
-def apply_int_layer(a: torch.Tensor, L: IntLayer, act_bits: int) -> torch.Tensor:
-    """One integer conv block (conv, offset, shift, clamp, optional 2x2 max-pool), as IntegerNQE."""
-    acc = _int_conv(a, torch.from_numpy(L.codes).to(torch.int32), L.groups)
-    acc = acc + torch.from_numpy(L.offsets).to(torch.int32).reshape(1, -1, 1, 1)
-    s = L.shift - act_bits
-    u = torch.bitwise_right_shift(acc, s) if s >= 0 else torch.bitwise_left_shift(acc, -s)
-    a = u.clamp(0, (1 << act_bits) - 1)
-    if L.pool:
-        n, c, hh, ww = a.shape
-        a = a[:, :, : hh // 2 * 2, : ww // 2 * 2].reshape(n, c, hh // 2, 2, ww // 2, 2).amax((3, 5))
-    return a
-
-
-def apply_int_head(a: torch.Tensor, H: IntHead) -> torch.Tensor:
-    """Global sum-pool then integer linear layer: int64 logits."""
-    s = a.to(torch.int64).sum((2, 3))
-    return s @ torch.from_numpy(H.codes).to(torch.int64).T + torch.from_numpy(H.bias)
 
 
 def _decoded_nbytes(item: IntLayer | IntHead) -> int:
