@@ -10,7 +10,7 @@ Smoke test (proves the pipeline runs; numbers meaningless):
 
 For each scheme (float, binary, ternary, 4-level without zero, 5- and 7-level zero-point, and
 learned mixed precision with an entropy penalty) it trains ResNet-20 for ``--epochs`` epochs
-(SGD + Nesterov, one-cycle LR, bf16 autocast, channels_last; resumable per scheme: each scheme has
+(SGD + Nesterov, one-cycle LR, bf16 autocast where native, channels_last; resumable per scheme: each scheme has
 its own run folder with ``checkpoint.pt`` written every epoch and ``result.json`` when done), then
 reports test accuracy, empirical entropy (bits/weight over the 18 body convs and over all
 quantized layers), tANS-coded bits/weight (payload, and payload + tables) and the weight-file size
@@ -46,7 +46,7 @@ from megabit.models.resnet import (SCHEMES, ResNet, ResNetConfig, apply_levels, 
 from megabit.quant.entropy_reg import entropy_penalty
 from megabit.quant.precision import DEFAULT_CANDIDATES, PrecisionPlan, plan_precision
 from megabit.train.classifier import _one_cycle
-from megabit.utils import atomic_save, atomic_write_text
+from megabit.utils import atomic_save, atomic_write_text, use_bf16
 
 ENTROPY_SCHEMES = ("mixed-entropy",)
 
@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--limit-train", type=int, default=None)
     ap.add_argument("--limit-test", type=int, default=None)
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--no-bf16", action="store_true")
+    ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                    help="bf16 autocast (default: only with native bf16; emulated bf16 is ~10x slower)")
     ap.add_argument("--resume", action="store_true", help="continue unfinished schemes, skip finished ones")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-progress", action="store_true")
@@ -156,6 +157,7 @@ def train_scheme(scheme: str, a, train, test) -> dict:
         state["plan"] = plan.to_dict()
         print(plan.summary(), flush=True)
 
+    amp = use_bf16(a.bf16)
     while state["epoch"] < a.epochs:
         ep = state["epoch"]
         if use_penalty and state["plan"] is None and ep == switch:
@@ -171,7 +173,7 @@ def train_scheme(scheme: str, a, train, test) -> dict:
                 g["lr"] = a.lr * f
             xb = random_crop_flip(train.x[idx], generator=gen).contiguous(memory_format=torch.channels_last)
             yb = train.y[idx]
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=not a.no_bf16):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
                 logits = model(xb)
             loss = F.cross_entropy(logits.float(), yb)
             if use_penalty and a.entropy_weight > 0:

@@ -1,4 +1,4 @@
-"""Small shared helpers: atomic file writes."""
+"""Small shared helpers: atomic file writes, bf16 capability."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_save"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_save", "use_bf16"]
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -45,3 +45,20 @@ def atomic_save(obj, path: str | os.PathLike) -> None:
     buf = io.BytesIO()
     torch.save(obj, buf)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def use_bf16(requested: bool | None = None, device: str = "cpu") -> bool:
+    """Resolve a ``bf16`` setting: ``None`` means "only where the hardware has native bf16".
+
+    On a CPU without AVX512-BF16/AMX, bf16 autocast is emulated and ~10x *slower* than fp32
+    (measured on this project's 2-core AVX2 machine: ResNet-20 step 3.6 s vs 0.33 s), so the
+    default turns it on only when oneDNN reports native bf16 support (or on a bf16-capable GPU).
+    """
+    if requested is not None:
+        return bool(requested)
+    if device.startswith("cuda"):
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except Exception:  # noqa: BLE001 - private op missing in some builds: be safe
+        return False

@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--float", action="store_true", help="ablation: same architecture, no quantization")
     p.add_argument("--bn-only", action="store_true", help="ablation: keep BatchNorm for the whole budget")
     p.add_argument("--no-compile", action="store_true")
-    p.add_argument("--no-bf16", action="store_true")
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                   help="bf16 autocast (default: only where the CPU/GPU has native bf16)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--limit-train", type=int, default=None)
     p.add_argument("--limit-test", type=int, default=None)
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     get_preset(a.preset)  # validate early
     cfg = TrainConfig(preset=a.preset, epochs_bn=a.epochs_bn, epochs_bsn=a.epochs_bsn, batch_size=a.batch_size,
                       lr=a.lr, lr_bsn=a.lr_bsn, seed=a.seed, quantize=not a.float,
-                      norm="bn-only" if a.bn_only else "bn", compile=not a.no_compile, bf16=not a.no_bf16,
+                      norm="bn-only" if a.bn_only else "bn", compile=not a.no_compile, bf16=a.bf16,
                       threads=a.threads, limit_train=a.limit_train, limit_test=a.limit_test)
     train = load_cifar10(a.data_root, "train", a.limit_train)
     test = load_cifar10(a.data_root, "test", a.limit_test)

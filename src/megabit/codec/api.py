@@ -87,7 +87,7 @@ def load_codec(model: str | os.PathLike | None = None) -> Codec:
 
 
 def _to_tensor(img: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float()
+    return torch.from_numpy(np.array(img, copy=True)).permute(2, 0, 1)[None].float()
 
 
 def encode_bits_of(img: np.ndarray, codec: Codec, rate_bits: int) -> tuple[np.ndarray, int, int]:

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from ..data.images import load_folder, random_crops
 from ..models.patch_codec import PatchCodec, PatchCodecConfig
-from ..utils import atomic_save, atomic_write_text
+from ..utils import atomic_save, atomic_write_text, use_bf16
 
 __all__ = ["TrainCodecConfig", "train_codec", "STAGES", "validate", "save_codec"]
 
@@ -50,7 +50,7 @@ class TrainCodecConfig:
     n_val: int = 16
     val_every_s: float = 60.0
     threads: int = 1
-    bf16: bool = True
+    bf16: bool | None = None  # None: auto (native bf16 only; emulated bf16 is ~10x slower)
     seed: int = 0
 
     def to_dict(self) -> dict:
@@ -147,6 +147,7 @@ def train_codec(
     """Run (or resume) the stages; returns the final metrics. ``stop_after_s`` ends this call early
     (checkpoint kept) so that a long schedule can be run as several short sessions."""
     torch.set_num_threads(tcfg.threads)
+    amp = use_bf16(tcfg.bf16)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     images = load_folder(data_root)
@@ -209,7 +210,7 @@ def train_codec(
 
                         codes = model.g_a(patchify(x))
                     gh = gw = tcfg.crop // 32
-                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=tcfg.bf16):
+                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
                         pr = r.repeat_interleave(gh * gw)
                         xp = unpatchify(model.decode_patches(codes, pr), x.shape[0], gh, gw)
                         xh = model.refine(xp.contiguous(memory_format=torch.channels_last), r.float() / model.cfg.max_bits)
@@ -217,12 +218,12 @@ def train_codec(
                 else:
                     x = random_crops(train, tcfg.batch_patches, 32, gen).float()
                     r = rates[torch.randint(0, len(rates), (x.shape[0],), generator=gen)]
-                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=tcfg.bf16 and name == "float"):
+                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp and name == "float"):
                         z = model.g_a.pre_sign(x)
                     from ..quant.ste import sign_ste
 
                     codes = sign_ste(z.float())
-                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=tcfg.bf16):
+                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
                         xh = model.decode_patches(codes, r)
                     loss = F.mse_loss(xh.float() * 255.0, x)
                     if teacher is not None and tcfg.distill > 0:
