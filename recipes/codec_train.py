@@ -1,7 +1,7 @@
 """Recipe: the shipped patch codec (src/megabit/assets/codec-nested.pt), trained on a 2-core CPU.
 
     nice -n 19 python recipes/codec_train.py --data-root ../shared/data/photos --out runs/codec [--resume]
-        [--minutes 7 5 2 8] [--stop-after-min 5]
+        [--minutes 7 5 2 8] [--stop-after-min 5] [--threads 1]
 
 Stages (see megabit.codec.train): float encoder + patch decoder on 32x32 patches -> quantized NQE
 encoder (QAT with code distillation, BN) -> BSN -> refinement on 128x128 crops. Budgets are wall
@@ -25,10 +25,13 @@ ap.add_argument("--out", required=True)
 ap.add_argument("--resume", action="store_true")
 ap.add_argument("--minutes", type=float, nargs=4, default=[7.0, 5.0, 2.0, 8.0])
 ap.add_argument("--stop-after-min", type=float, default=None)
+ap.add_argument("--threads", type=int, default=1)
+ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                help="bf16 autocast (default: only where the CPU has native bf16)")
 ap.add_argument("--tiny", action="store_true", help="tiny model (smoke test)")
 a = ap.parse_args()
-torch.set_num_threads(1)
-tcfg = TrainCodecConfig(minutes=tuple(a.minutes))
+torch.set_num_threads(a.threads)
+tcfg = TrainCodecConfig(minutes=tuple(a.minutes), threads=a.threads, bf16=a.bf16)
 mcfg = PatchCodecConfig.tiny() if a.tiny else PatchCodecConfig()
 res = train_codec(a.data_root, a.out, tcfg, mcfg, resume=a.resume,
                   stop_after_s=None if a.stop_after_min is None else a.stop_after_min * 60)

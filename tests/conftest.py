@@ -49,3 +49,18 @@ def write_cifar_batches(root, n_train=40, n_test=20, seed=0):
 @pytest.fixture
 def cifar_root(tmp_path):
     return write_cifar_batches(tmp_path / "cifar")
+
+
+def make_bsn_patch_codec(seed: int = 0):
+    """The tiny patch codec with random weights, BN statistics from random patches, converted to BSN."""
+    from megabit.models.patch_codec import PatchCodec, PatchCodecConfig
+
+    torch.manual_seed(seed)
+    m = PatchCodec(PatchCodecConfig.tiny())
+    m.train()
+    with torch.no_grad():
+        for _ in range(3):
+            m(torch.randint(0, 256, (2, 3, 64, 64)).float(), rate_bits=64)
+    m.g_a.convert_to_bsn()
+    m.cfg = m.g_a.cfg
+    return m.eval()

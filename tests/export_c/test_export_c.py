@@ -184,9 +184,7 @@ def test_c_matches_random_architectures(tmp_path_factory, seed, data):
     _check_exact(net, mbit, out, _images(40, in_c, h, w, seed % 1000), lut=data.draw(st.sampled_from(["flash", "ram"])))
 
 
-@pytest.mark.cc
-@needs_cc
-def test_sanitizers_run_clean(net, tmp_path):
+def _sanitizer_flags_or_skip(tmp_path: Path) -> tuple[str, ...]:
     flags = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-O1", "-g", "-fno-omit-frame-pointer",
              "-fsanitize=address,undefined", "-fno-sanitize-recover=all")
     probe = tmp_path / "probe"
@@ -197,6 +195,13 @@ def test_sanitizers_run_clean(net, tmp_path):
         subprocess.run([str(probe / "p")], check=True, capture_output=True)
     except (subprocess.CalledProcessError, OSError):
         pytest.skip("this toolchain cannot build/run sanitized binaries")
+    return flags
+
+
+@pytest.mark.cc
+@needs_cc
+def test_sanitizers_run_clean(net, tmp_path):
+    flags = _sanitizer_flags_or_skip(tmp_path)
     for coder, lut in (("tans", "ram"), ("raw", "flash")):
         _check_exact(net, encode_mbit(net, coder=coder, n_streams=2), tmp_path / coder, _images(30), flags, lut=lut)
 
@@ -264,3 +269,86 @@ def test_bundled_model_on_cifar10(tmp_path):
     net = mbit_to_integer(read_mbit(path))
     mm = _check_exact(net, path.read_bytes(), tmp_path, x)
     assert mm["budget"]["coded_weight_bits"] <= 1 << 20
+
+
+# --- the patch encoder --------------------------------------------------------------------------
+def _patches_of_demo_image(n: int) -> np.ndarray:
+    from PIL import Image
+
+    from megabit.codec.demo import DEMO_IMAGE
+    from megabit.models.patch_codec import patchify
+
+    img = np.asarray(Image.open(DEMO_IMAGE).convert("RGB"))
+    p = patchify(torch.from_numpy(img.copy()).permute(2, 0, 1)[None]).numpy()
+    return np.ascontiguousarray(p[np.random.default_rng(0).permutation(len(p))[:n]])
+
+
+def test_patch_encoder_plan_and_refusals(tmp_path):
+    from megabit.export.c.plan import KIND_CODE
+    from megabit.export.integer import IntegerPatchEncoder
+
+    from ..conftest import make_bsn_patch_codec
+
+    data = encode_mbit(IntegerPatchEncoder.from_model(make_bsn_patch_codec(1)), coder="tans")
+    m = plan_model(data)
+    assert m.is_encoder and m.layers[-1].kind == KIND_CODE and m.code_bits == 64 and m.num_classes == 0
+    with pytest.raises(ValueError, match="32x32 patches"):
+        export_c(data, tmp_path / "x", image_size=(64, 64))
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.cc
+@needs_cc
+@pytest.mark.parametrize("coder, lut", [("tans", "flash"), ("raw", "ram"), ("tans", "ram")])
+def test_c_patch_encoder_bits_are_exact(tmp_path, coder, lut):
+    from megabit.export.c import run_c_codes
+    from megabit.export.integer import IntegerPatchEncoder
+
+    from ..conftest import make_bsn_patch_codec
+
+    ie = IntegerPatchEncoder.from_model(make_bsn_patch_codec(2))
+    x = np.concatenate([_images(30), _patches_of_demo_image(30)])
+    res = export_c(encode_mbit(ie, coder=coder, n_streams=4 if lut == "ram" else 1), tmp_path, lut=lut)
+    got = run_c_codes(compile_c(tmp_path), x)
+    np.testing.assert_array_equal(got, ie(torch.from_numpy(x)).reshape(len(x), -1).numpy())
+    assert res.memory_map["kind"] == "patch-encoder" and res.memory_map["ram"]["app_io"]["code_bits"] == 64
+
+
+@pytest.mark.cc
+@needs_cc
+def test_bundled_patch_encoder_on_kodak_patches(tmp_path):
+    from megabit.codec.registry import DEFAULT_MODEL, asset_path
+    from megabit.export.c import run_c_codes
+
+    if not asset_path(DEFAULT_MODEL).is_file():
+        pytest.skip("no bundled codec")
+    from megabit.codec.api import load_codec
+
+    codec = load_codec(DEFAULT_MODEL)
+    x = _patches_of_demo_image(200)
+    res = export_c(DEFAULT_MODEL, tmp_path)  # a bundled name: its patch encoder, tANS-packed
+    got = run_c_codes(compile_c(tmp_path), x)
+    # the C bits are the codec's own bits (PyTorch fake-quant path); lower rates are prefixes
+    from megabit.models.patch_codec import unpatchify
+
+    for i in range(0, len(x), 50):
+        img = unpatchify(torch.from_numpy(x[i : i + 50]).float(), 1, 1, 50)
+        ref = codec.model.compress(img, max(codec.model.cfg.rates)).numpy()
+        np.testing.assert_array_equal(got[i : i + 50], ref)
+    assert res.memory_map["budget"]["flash_data_fits"]
+
+
+@pytest.mark.cc
+@needs_cc
+def test_patch_encoder_sanitizers_run_clean(tmp_path):
+    from megabit.export.c import run_c_codes
+    from megabit.export.integer import IntegerPatchEncoder
+
+    from ..conftest import make_bsn_patch_codec
+
+    ie = IntegerPatchEncoder.from_model(make_bsn_patch_codec(4))
+    flags = _sanitizer_flags_or_skip(tmp_path)
+    export_c(encode_mbit(ie, coder="tans", n_streams=2), tmp_path)
+    x = _images(10)
+    got = run_c_codes(compile_c(tmp_path, flags), x)
+    np.testing.assert_array_equal(got, ie(torch.from_numpy(x)).reshape(len(x), -1).numpy())

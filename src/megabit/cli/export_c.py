@@ -1,6 +1,7 @@
 """`megabit export-c MODEL.mbit -o OUT_DIR`: C99 project for a microcontroller (weights decoded on the fly).
 
-MODEL is a packed .mbit file (raw- or tANS-coded) or a bundled name such as nqe-1mbit. OUT_DIR gets
+MODEL is a packed .mbit file (raw- or tANS-coded; a classifier or a patch encoder) or a bundled name:
+nqe-1mbit (classifier) or codec-nested (its patch encoder). OUT_DIR gets
 model.h/model.c, the runtime, main.c and memory_map.json; build it with
 `gcc -std=c99 -Wall -Wextra -Werror -O2 *.c -o model` (or pass --build).
 """
@@ -18,8 +19,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output directory (created; files overwritten)")
     p.add_argument("--image-size", type=int, nargs=2, default=(32, 32), metavar=("H", "W"),
                    help="input height and width the static buffers are sized for (default 32 32)")
-    p.add_argument("--lut", choices=["flash", "ram"], default="flash",
-                   help="tANS decode tables as const arrays (flash) or built in RAM from the frequency tables")
+    p.add_argument("--lut", choices=["auto", "flash", "ram"], default="auto",
+                   help="tANS decode tables as const arrays (flash) or built in RAM from the frequency tables; "
+                        "auto (default): flash if the flash data then fits in 1 Mbit, else ram")
     p.add_argument("--build", action="store_true", help="also compile OUT_DIR/model with the host C compiler")
     p.add_argument("--json", action="store_true", help="print the memory map as JSON")
     return p
@@ -46,6 +48,6 @@ def main(argv: list[str] | None = None) -> int:
           f"+ ~{f['code_estimate']:,} B code = {f['total']:,} B")
     print(f"ram:   {r['total']:,} B ({', '.join(f'{k} {v:,}' for k, v in r['buffers'].items())})")
     print(f"1 Mbit budget: flash data {b['flash_data_bits']:,} bits -> {'fits' if b['flash_data_fits'] else 'DOES NOT FIT'}"
-          + ("" if a.lut == "ram" or b["flash_data_fits"] else " (try --lut ram)"))
+          + ("" if mm["lut"] == "ram" or b["flash_data_fits"] else " (try --lut ram)") + f" [decode tables: {mm['lut']}]")
     print(f"build: {exe}" if exe else f"build: cd {res.out_dir} && gcc -std=c99 -Wall -Wextra -Werror -O2 *.c -o model")
     return 0

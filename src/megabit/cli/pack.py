@@ -1,4 +1,9 @@
-"""`megabit pack CHECKPOINT -o MODEL.mbit [--coder tans|rans|raw]`: write a packed model file."""
+"""`megabit pack MODEL -o MODEL.mbit [--coder tans|rans|raw]`: write a packed model file.
+
+MODEL: a classifier (bundled name such as nqe-1mbit, checkpoint, run dir, .mbit) or the edge half
+of a patch codec (bundled name such as codec-nested, or a codec model.pt): its integer patch
+encoder is packed (kind "patch-encoder"; the float decoder stays on the server).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ import json
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="megabit pack", description=__doc__)
-    p.add_argument("model", help="bundled name (e.g. nqe-1mbit), .pt checkpoint/model, run dir or .mbit")
+    p.add_argument("model", help="bundled name (nqe-1mbit, codec-nested), .pt checkpoint/model, run dir or .mbit")
     p.add_argument("-o", "--output", required=True, help="output .mbit path (written atomically)")
     p.add_argument("--coder", default="tans", choices=["tans", "rans", "raw"])
     p.add_argument("--table-log", type=int, default=None, help="tANS table size / rANS precision (log2)")
@@ -23,8 +28,14 @@ def main(argv: list[str] | None = None) -> int:
     from megabit.fmt.mbit import inspect_mbit, read_mbit, write_mbit
     from megabit.hub import resolve_classifier
 
-    model, src = resolve_classifier(a.model)
-    net = IntegerNQE.from_model(model)
+    codec = _codec_or_none(a.model)
+    if codec is not None:
+        from megabit.export import IntegerPatchEncoder
+
+        net, src = IntegerPatchEncoder.from_model(codec.model), f"patch encoder of {codec.name}"
+    else:
+        model, src = resolve_classifier(a.model)
+        net = IntegerNQE.from_model(model)
     size = write_mbit(net, a.output, coder=a.coder, table_log=a.table_log, n_streams=a.streams,
                       meta={"source": src})
     ins = inspect_mbit(read_mbit(a.output))
@@ -35,3 +46,31 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{a.output}: {size:,} bytes = {8 * size:,} bits ({100 * 8 * size / (1 << 20):.1f}% of 1 Mbit), "
               f"{ins['bits_per_weight']:.3f} bits/weight ({a.coder})")
     return 0
+
+
+def _codec_or_none(spec: str):
+    """The patch codec named by ``spec`` (bundled name or codec model.pt), else None."""
+    from pathlib import Path
+
+    from megabit.codec.registry import MODELS
+
+    names = {n for n, _ in MODELS.values()}
+    if spec in names and not Path(spec).exists():
+        from megabit.codec.api import load_codec
+
+        return load_codec(spec)
+    p = Path(spec)
+    if p.is_dir() and (p / "model.pt").is_file():
+        p = p / "model.pt"
+    if p.suffix == ".pt" and p.is_file():
+        import torch
+
+        try:
+            obj = torch.load(p, map_location="cpu", weights_only=False)
+        except Exception:  # noqa: BLE001 - not ours to judge here; the classifier loader reports it
+            return None
+        if isinstance(obj, dict) and "config" in obj and "enc_layers" in obj.get("config", {}):
+            from megabit.codec.api import load_codec
+
+            return load_codec(str(p))
+    return None

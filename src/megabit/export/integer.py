@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from ..models.nqe import NQE, NQEConfig
 
-__all__ = ["IntLayer", "IntHead", "IntegerNQE", "apply_int_layer", "apply_int_head"]
+__all__ = ["IntLayer", "IntHead", "IntegerNQE", "IntegerPatchEncoder", "apply_int_layer", "apply_int_head", "apply_int_code"]
 
 
 @dataclass
@@ -128,3 +128,66 @@ class IntegerNQE:
                 lo = lo + self.forward(xb.flip(3))
             out.append(lo)
         return torch.cat(out)
+
+
+# ------------------------------------------------------------------- patch encoder ---
+
+
+def apply_int_code(a: torch.Tensor, L: IntLayer) -> torch.Tensor:
+    """The patch encoder's code layer: 1x1 integer conv, + offset, bit = (acc + o_c >= 0) (uint8 0/1).
+
+    ``sign((acc + o_c) * 2^-k) = sign(acc + o_c)``: the shift does not change the sign, so the
+    code layer needs no shift at inference (it is stored for completeness).
+    """
+    acc = _int_conv(a, torch.from_numpy(L.codes).to(torch.int32), L.groups)
+    acc = acc + torch.from_numpy(L.offsets).to(torch.int32).reshape(1, -1, 1, 1)
+    return (acc >= 0).to(torch.uint8)
+
+
+class IntegerPatchEncoder:
+    """Integer-only NQE patch encoder: uint8 32x32 patches -> code bits, the same bits as
+    :meth:`megabit.models.patch_codec.PatchCodec.compress` (BSN mode)."""
+
+    def __init__(self, cfg, layers: list[IntLayer], code: IntLayer):
+        self.cfg, self.layers, self.code = cfg, layers, code  # cfg: PatchCodecConfig
+
+    @classmethod
+    @torch.no_grad()
+    def from_model(cls, model) -> "IntegerPatchEncoder":
+        enc = getattr(model, "g_a", model)
+        cfg = enc.cfg
+        if cfg.norm != "bsn" or not cfg.quantize:
+            raise ValueError("integer inference needs a quantized patch encoder in BSN mode")
+        if cfg.act_mode != "floor":
+            raise ValueError("integer inference implements HWMSB with floor (act_mode='floor')")
+        enc.eval()
+        layers = [IntLayer(codes=b.weight_codes().round().to(torch.int8).numpy(), levels=b.spec.levels,
+                           groups=b.spec.groups, pool=b.spec.pool, shift=int(b.norm.shift),
+                           offsets=b.norm.int_offsets().numpy()) for b in enc.blocks]
+        c = enc.code
+        code = IntLayer(codes=c.quant.codes(c.weight).round().to(torch.int8).numpy(), levels=cfg.code_levels,
+                        groups=1, pool=False, shift=int(c.norm.shift), offsets=c.norm.int_offsets().numpy())
+        return cls(cfg, layers, code)
+
+    def forward(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """uint8 patches [N, 3, 32, 32] -> bits uint8 [N, code_channels, g, g] (1 = code +1)."""
+        x = torch.as_tensor(x)
+        if x.dtype != torch.uint8:
+            raise ValueError(f"integer inference takes uint8 patches, got {x.dtype}")
+        if x.dim() != 4 or tuple(x.shape[1:]) != (3, 32, 32):
+            raise ValueError(f"expected uint8 patches [N, 3, 32, 32], got shape {tuple(x.shape)}")
+        a = x.to(torch.int32) - 128
+        for L in self.layers:
+            a = apply_int_layer(a, L, self.cfg.act_bits)
+        return apply_int_code(a, self.code)
+
+    __call__ = forward
+
+    def compress(self, x: torch.Tensor | np.ndarray, rate_bits: int) -> torch.Tensor:
+        """[1, 3, H, W] uint8 (H, W multiples of 32) -> bits uint8 [gh*gw, rate_bits], like ``PatchCodec.compress``."""
+        from ..models.patch_codec import patchify
+
+        k = self.cfg.channels_for(rate_bits)
+        x = torch.as_tensor(x)
+        bits = self.forward(patchify(x))[:, :k]
+        return bits.reshape(bits.shape[0], -1)

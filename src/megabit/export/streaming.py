@@ -67,6 +67,8 @@ class StreamingIntegerNQE:
 
     def __init__(self, src: str | os.PathLike | bytes | MbitFile, on_decode: Callable[[str, int], None] | None = None):
         self.file = src if isinstance(src, MbitFile) else read_mbit(src)
+        if self.file.kind != "nqe-classifier":
+            raise ValueError(f"streaming inference runs classifiers; this .mbit holds a {self.file.kind}")
         self.cfg = self.file.config
         self.on_decode = on_decode
         self.last_stats: dict = {}

@@ -10,6 +10,8 @@ Layout (little-endian; constants in :mod:`megabit.fmt.spec`, prose in docs/forma
               zero-padded to a byte) | frequency table (table_bytes) | weight payload
       HEAD    levels u8 | bias_bits u8 | classes u16 | in u16 | table_bytes u16 |
               bias (classes x bias_bits, packed like offsets) | table | weight payload
+      CODE    (kind "patch-encoder" only, instead of HEAD) the code layer: CONV's layout, a 1x1
+              conv whose output bit is (acc + o_c >= 0); the CONFIG JSON adds "codec_config"
 
 Weight symbols are level indices ``0..levels-1`` (position in ``code_range(levels)``); the
 payload is raw bit-packed (``coder=raw``) or a :mod:`megabit.entropy` tANS/rANS payload. Every
@@ -31,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from ..export.bitpack import _BitReader, _BitWriter, _codes_to_index, pack_bits, unpack_bits
-from ..export.integer import IntegerNQE, IntHead, IntLayer
+from ..export.integer import IntegerNQE, IntegerPatchEncoder, IntHead, IntLayer
 from ..models.nqe import NQE, NQEConfig
 from ..quant.weight import bits_per_code, code_range
 from ..utils import atomic_write_bytes
@@ -62,9 +64,10 @@ class MbitFile:
     version: int
     sections: list[Section]
     kind: str
-    config: NQEConfig
+    config: NQEConfig  # patch encoder: the NQE settings of its conv blocks (codec_config.nqe_config())
     meta: dict = field(default_factory=dict)
     size: int = 0
+    codec_config: object | None = None  # PatchCodecConfig for kind "patch-encoder"
 
 
 # --- encoding ----------------------------------------------------------------------------
@@ -87,22 +90,35 @@ def _code_weights(codes: np.ndarray, levels: int, coder: str, table_log: int | N
     return freqs_to_bytes(freqs), payload
 
 
-def encode_mbit(net: IntegerNQE, coder: str = "tans", table_log: int | None = None, n_streams: int = 1,
-                meta: dict | None = None) -> bytes:
-    """Serialize an integer network to .mbit bytes."""
+def _conv_section(tag: int, index: int, L: IntLayer, offset_bits: int, coder: str, cid: int,
+                  table_log: int | None, n_streams: int) -> Section:
+    table, payload = _code_weights(L.codes, L.levels, coder, table_log, n_streams)
+    fixed = S.MBIT_CONV.pack(L.levels, L.shift, offset_bits, L.groups, L.codes.size, len(L.offsets), len(table))
+    return Section(tag, cid, index, fixed + _signed_field(L.offsets, offset_bits) + table + payload)
+
+
+def encode_mbit(net: IntegerNQE | IntegerPatchEncoder, coder: str = "tans", table_log: int | None = None,
+                n_streams: int = 1, meta: dict | None = None) -> bytes:
+    """Serialize an integer network (classifier or patch encoder) to .mbit bytes."""
     if coder not in S.CODERS:
         raise ValueError(f"coder must be one of {', '.join(S.CODERS)}, got {coder!r}")
-    cfg, cid = net.cfg, S.CODERS[coder]
-    secs = [Section(S.SECTION_CONFIG, S.CODER_NONE, 0, json.dumps(
-        {"kind": "nqe-classifier", "config": cfg.to_dict(), "meta": meta or {}}, sort_keys=True).encode())]
+    cid = S.CODERS[coder]
+    if isinstance(net, IntegerPatchEncoder):
+        cfg = net.cfg.nqe_config()
+        head = {"kind": "patch-encoder", "config": cfg.to_dict(), "codec_config": net.cfg.to_dict(), "meta": meta or {}}
+    else:
+        cfg = net.cfg
+        head = {"kind": "nqe-classifier", "config": cfg.to_dict(), "meta": meta or {}}
+    secs = [Section(S.SECTION_CONFIG, S.CODER_NONE, 0, json.dumps(head, sort_keys=True).encode())]
     for i, L in enumerate(net.layers):
-        table, payload = _code_weights(L.codes, L.levels, coder, table_log, n_streams)
-        fixed = S.MBIT_CONV.pack(L.levels, L.shift, cfg.offset_bits, L.groups, L.codes.size, len(L.offsets), len(table))
-        secs.append(Section(S.SECTION_CONV, cid, i, fixed + _signed_field(L.offsets, cfg.offset_bits) + table + payload))
-    H = net.head
-    table, payload = _code_weights(H.codes, H.levels, coder, table_log, n_streams)
-    fixed = S.MBIT_HEAD.pack(H.levels, cfg.head_bias_bits, H.codes.shape[0], H.codes.shape[1], len(table))
-    secs.append(Section(S.SECTION_HEAD, cid, 0, fixed + _signed_field(H.bias, cfg.head_bias_bits) + table + payload))
+        secs.append(_conv_section(S.SECTION_CONV, i, L, cfg.offset_bits, coder, cid, table_log, n_streams))
+    if isinstance(net, IntegerPatchEncoder):
+        secs.append(_conv_section(S.SECTION_CODE, 0, net.code, cfg.offset_bits, coder, cid, table_log, n_streams))
+    else:
+        H = net.head
+        table, payload = _code_weights(H.codes, H.levels, coder, table_log, n_streams)
+        fixed = S.MBIT_HEAD.pack(H.levels, cfg.head_bias_bits, H.codes.shape[0], H.codes.shape[1], len(table))
+        secs.append(Section(S.SECTION_HEAD, cid, 0, fixed + _signed_field(H.bias, cfg.head_bias_bits) + table + payload))
     head12 = S.MBIT_HEADER.pack(S.MBIT_MAGIC, S.MBIT_VERSION, 0, len(secs), 0)[:12]
     out = bytearray(head12 + (zlib.crc32(head12) & 0xFFFFFFFF).to_bytes(4, "little"))
     for s in secs:
@@ -111,7 +127,7 @@ def encode_mbit(net: IntegerNQE, coder: str = "tans", table_log: int | None = No
     return bytes(out)
 
 
-def write_mbit(net: IntegerNQE, path: str | os.PathLike, **kw) -> int:
+def write_mbit(net: IntegerNQE | IntegerPatchEncoder, path: str | os.PathLike, **kw) -> int:
     """Encode and write atomically; returns the file size in bytes."""
     data = encode_mbit(net, **kw)
     atomic_write_bytes(path, data)
@@ -164,15 +180,23 @@ def read_mbit(src: str | os.PathLike | bytes) -> MbitFile:
         obj = json.loads(secs[0].payload.decode())
         cfg = NQEConfig.from_dict(obj["config"])
         kind, meta = obj["kind"], obj.get("meta", {})
+        ccfg = None
+        if kind == "patch-encoder":
+            from ..models.patch_codec import PatchCodecConfig
+
+            ccfg = PatchCodecConfig.from_dict(obj["codec_config"])
+            if ccfg.nqe_config() != cfg:
+                raise ValueError("codec_config and config disagree")
     except Exception as e:  # noqa: BLE001 - any malformed JSON/config is a format error
         raise MbitError(f"bad config section ({type(e).__name__}: {str(e)[:80]})") from None
-    if kind != "nqe-classifier":
+    if kind not in S.KINDS:
         raise MbitError(f"unsupported model kind {kind!r}")
-    convs = [s for s in secs if s.tag == S.SECTION_CONV]
-    heads = [s for s in secs if s.tag == S.SECTION_HEAD]
-    if len(convs) != len(cfg.layers) or len(heads) != 1 or [s.index for s in convs] != list(range(len(convs))):
+    tail_tag = S.SECTION_CODE if kind == "patch-encoder" else S.SECTION_HEAD
+    n = len(cfg.layers)
+    if ([s.tag for s in secs[1:]] != [S.SECTION_CONV] * n + [tail_tag]
+            or [s.index for s in secs[1 : n + 1]] != list(range(n)) or secs[-1].index != 0):
         raise MbitError("sections do not match the model config")
-    return MbitFile(version, secs, kind, cfg, meta, len(data))
+    return MbitFile(version, secs, kind, cfg, meta, len(data), ccfg)
 
 
 def _decode_weights(coder: int, levels: int, n: int, table: bytes, payload: bytes) -> np.ndarray:
@@ -205,14 +229,22 @@ def _split(payload: bytes, fixed_size: int, nfield: int, field_bits: int, table_
     return payload[a:b], payload[b:c], payload[c:]
 
 
-def decode_conv(sec: Section, cfg: NQEConfig, cin: int) -> IntLayer:
+def decode_conv(sec: Section, cfg: NQEConfig, cin: int, codec_config=None) -> IntLayer:
+    """A CONV section, or (``sec.tag == SECTION_CODE``, with the file's ``codec_config``) the code layer."""
     if len(sec.payload) < S.MBIT_CONV.size:
         raise MbitError("conv section too short")
     levels, shift, obits, groups, n, out, tb = S.MBIT_CONV.unpack_from(sec.payload, 0)
-    L = cfg.layers[sec.index]
+    if sec.tag == S.SECTION_CODE:
+        if codec_config is None:
+            raise MbitError("code section without a patch codec config")
+        from ..models.nqe import LayerSpec
+
+        L = LayerSpec(codec_config.code_channels, levels=codec_config.code_levels, kernel=1)
+    else:
+        L = cfg.layers[sec.index]
     k = L.kernel
     if (levels, groups, out, obits) != (L.levels, L.groups, L.out, cfg.offset_bits) or n != out * (cin // groups) * k * k:
-        raise MbitError(f"conv section {sec.index} does not match the config")
+        raise MbitError(f"{S.SECTION_NAMES[sec.tag]} section {sec.index} does not match the config")
     offb, table, payload = _split(sec.payload, S.MBIT_CONV.size, out, obits, tb)
     offsets = _BitReader(unpack_bits(offb, out * obits)).read(out, obits, signed=True)
     try:
@@ -245,23 +277,28 @@ def iter_decoded_layers(f: MbitFile):
     """Yield decoded layers one at a time (decode-at-inference: only one layer in memory)."""
     cin = f.config.in_channels
     for s in f.sections:
-        if s.tag == S.SECTION_CONV:
-            L = decode_conv(s, f.config, cin)
+        if s.tag in (S.SECTION_CONV, S.SECTION_CODE):
+            L = decode_conv(s, f.config, cin, f.codec_config)
             cin = L.codes.shape[0]
             yield L
         elif s.tag == S.SECTION_HEAD:
             yield decode_head(s, f.config, cin)
 
 
-def mbit_to_integer(f: MbitFile) -> IntegerNQE:
+def mbit_to_integer(f: MbitFile) -> IntegerNQE | IntegerPatchEncoder:
+    """The integer network of a file: :class:`IntegerNQE` or :class:`IntegerPatchEncoder`."""
     items = list(iter_decoded_layers(f))
+    if f.kind == "patch-encoder":
+        return IntegerPatchEncoder(f.codec_config, items[:-1], items[-1])
     return IntegerNQE(f.config, items[:-1], items[-1])
 
 
 def mbit_to_model(f: MbitFile | str | os.PathLike | bytes) -> NQE:
-    """A runnable fake-quant PyTorch model whose integer codes are exactly the file's."""
+    """A runnable fake-quant PyTorch classifier whose integer codes are exactly the file's."""
     if not isinstance(f, MbitFile):
         f = read_mbit(f)
+    if f.kind != "nqe-classifier":
+        raise MbitError(f"this .mbit holds a {f.kind}, not a classifier (load it with mbit_to_integer)")
     return integer_to_model(mbit_to_integer(f))
 
 
@@ -295,9 +332,10 @@ def inspect_mbit(f: MbitFile) -> dict:
     rows, cin, total_w, coded_w_bits = [], f.config.in_channels, 0, 0
     fixed_bytes = S.MBIT_HEADER.size + f.sections[0].nbytes
     for s in f.sections[1:]:
-        if s.tag == S.SECTION_CONV:
-            L = decode_conv(s, f.config, cin)
-            name, codes, levels = f"blocks.{s.index}", L.codes, L.levels
+        if s.tag in (S.SECTION_CONV, S.SECTION_CODE):
+            L = decode_conv(s, f.config, cin, f.codec_config)
+            name = f"blocks.{s.index}" if s.tag == S.SECTION_CONV else "code"
+            codes, levels = L.codes, L.levels
             fixed = S.MBIT_CONV.size
             _, _, _, _, _, out, tb = S.MBIT_CONV.unpack_from(s.payload, 0)
             norm_bytes = (out * f.config.offset_bits + 7) // 8
@@ -326,4 +364,4 @@ def inspect_mbit(f: MbitFile) -> dict:
             "table_bytes": sum(r["table_bytes"] for r in rows), "norm_bytes": sum(r["norm_bytes"] for r in rows),
             "header_bytes": fixed_bytes + sum(r["overhead_bytes"] for r in rows),
             "file_bytes": f.size, "total_bits": 8 * f.size, "limit_bits": 1 << 20, "fits": 8 * f.size <= (1 << 20),
-            "model": f.config.name, "meta": f.meta}
+            "model": f.config.name, "kind": f.kind, "meta": f.meta}

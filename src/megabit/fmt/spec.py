@@ -21,7 +21,9 @@ MBIT_SECTION = struct.Struct("<BBHII")
 SECTION_CONFIG = 1  # UTF-8 JSON: {"kind": ..., "config": {...}, "meta": {...}}
 SECTION_CONV = 2  # one conv layer: weights + BSN shift/offsets
 SECTION_HEAD = 3  # classifier head: weights + bias
-SECTION_NAMES = {SECTION_CONFIG: "config", SECTION_CONV: "conv", SECTION_HEAD: "head"}
+SECTION_CODE = 4  # patch encoder code layer: 1x1 conv + BSN offset + sign (CONV payload layout)
+SECTION_NAMES = {SECTION_CONFIG: "config", SECTION_CONV: "conv", SECTION_HEAD: "head", SECTION_CODE: "code"}
+KINDS = ("nqe-classifier", "patch-encoder")
 
 #: weight coders (the ``coder`` byte of a section)
 CODER_NONE = 0

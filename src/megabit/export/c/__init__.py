@@ -1,4 +1,4 @@
-"""C99 export of a packed classifier: weights stay entropy-coded in flash and are decoded on the fly.
+"""C99 export of a packed classifier or patch encoder: weights stay entropy-coded in flash, decoded on the fly.
 
 >>> from megabit.export.c import export_c                                  # doctest: +SKIP
 >>> res = export_c("model.mbit", "out/")                                    # doctest: +SKIP
@@ -10,8 +10,8 @@ Then ``gcc -std=c99 -Wall -Wextra -Werror -O2 *.c -o model`` in ``out/``. See do
 from .emit import RUNTIME_FILES, ExportResult, export_c, runtime_source
 from .memory import Layout, layout, memory_map
 from .plan import CLayer, CModel, check_exportable, plan_model
-from .toolchain import CFLAGS, compile_c, find_cc, object_sizes, run_c
+from .toolchain import CFLAGS, compile_c, find_cc, object_sizes, run_c, run_c_codes
 
 __all__ = ["export_c", "ExportResult", "RUNTIME_FILES", "runtime_source", "plan_model", "check_exportable",
            "CModel", "CLayer", "layout", "Layout", "memory_map", "CFLAGS", "find_cc", "compile_c", "run_c",
-           "object_sizes"]
+           "object_sizes", "run_c_codes"]

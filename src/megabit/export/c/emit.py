@@ -6,6 +6,7 @@
     model.c          the model: coded weights, decode tables, initial states, params, descriptors
     mb_runtime.h/.c  the model-independent runtime (decoder, integer kernels, static buffers)
     main.c           reads raw uint8 CHW images from a file or stdin, prints class + logits
+                     (classifier) or the code bits of each 32x32 patch (patch encoder)
     memory_map.json  flash / RAM itemized (megabit.export.c.memory)
 
 ``gcc -std=c99 -Wall -Wextra -Werror -O2 *.c -o model`` inside OUT_DIR builds it.
@@ -25,7 +26,7 @@ from ... import __version__
 from ...fmt import spec as S
 from ...fmt.mbit import MbitFile
 from .memory import DESCRIPTOR_BYTES, Layout, layout, memory_map
-from .plan import CModel, KIND_CONV, plan_model
+from .plan import KIND_CODE, KIND_CONV, CModel, plan_model
 
 __all__ = ["RUNTIME_FILES", "ExportResult", "export_c", "render_model_h", "render_model_c", "runtime_source"]
 
@@ -75,7 +76,8 @@ def render_model_h(m: CModel, lay: Layout) -> str:
 #define MB_IN_C {m.in_channels}
 #define MB_IN_H {m.in_h}
 #define MB_IN_W {m.in_w}
-#define MB_NUM_CLASSES {m.num_classes}
+#define MB_NUM_CLASSES {m.num_classes} /* 0: a patch encoder (mb_encode), else a classifier (mb_classify) */
+#define MB_CODE_BITS {m.code_bits} /* patch encoder: output bits per patch (channel-major [C][g][g]) */
 #define MB_ACT_BITS {m.act_bits}
 #define MB_N_LAYERS {len(m.layers)}u
 
@@ -94,18 +96,19 @@ extern const mb_layer mb_layers[MB_N_LAYERS];
 extern const uint8_t mb_weight_data[];      /* coded weights of all layers */
 {lut_decl}
 extern const uint16_t mb_init_states[];     /* tANS initial decoder states */
-extern const int32_t mb_params[];           /* BSN offsets (conv), bias (head) */
+extern const int32_t mb_params[];           /* BSN offsets (conv, code), bias (head) */
 
 #endif /* MB_MODEL_H */
 """
 
 
 def _descriptor(L, lay: Layout, i: int) -> str:
-    kind = "MB_KIND_CONV" if L.kind == KIND_CONV else "MB_KIND_HEAD"
+    kind = {KIND_CONV: "MB_KIND_CONV", KIND_CODE: "MB_KIND_CODE"}.get(L.kind, "MB_KIND_HEAD")
     coder = "MB_CODER_TANS" if L.coder == S.CODER_TANS else "MB_CODER_RAW"
     n_freqs = len(L.freqs)
     return (f"    /* {i}: {L.name} {L.cin}x{L.h}x{L.w} -> {L.cout}"
-            + (f"x{L.out_h}x{L.out_w}, k{L.kernel} g{L.groups}{' pool' if L.pool else ''}" if L.kind == KIND_CONV else " logits")
+            + (f"x{L.out_h}x{L.out_w}, k{L.kernel} g{L.groups}{' pool' if L.pool else ''}" if L.kind == KIND_CONV
+               else f"x{L.out_h}x{L.out_w} code bits" if L.kind == KIND_CODE else " logits")
             + f", {L.levels} levels */\n"
             f"    {{{kind}, {coder}, {L.levels}u, {L.kernel}u, {int(L.pool)}u, {L.rshift}, {L.code_bits}u, {n_freqs}u,\n"
             f"     {L.cin}u, {L.cout}u, {L.groups}u, {L.h}u, {L.w}u, {L.n_streams}u,\n"
@@ -144,18 +147,27 @@ def render_model_c(m: CModel, lay: Layout) -> str:
 
 
 def export_c(model: str | os.PathLike | bytes | MbitFile, out_dir: str | os.PathLike, *,
-             image_size: tuple[int, int] = (32, 32), lut: str = "flash") -> ExportResult:
+             image_size: tuple[int, int] = (32, 32), lut: str = "auto") -> ExportResult:
     """Write a self-contained C99 project for a packed model (see module docstring).
 
     model: a .mbit path, its bytes, a parsed MbitFile, or a bundled name (``nqe-1mbit``).
     lut: ``"flash"`` stores the tANS decode tables as const arrays (4 bytes per state);
         ``"ram"`` stores only the frequency tables and builds each layer's decode table in a
-        RAM buffer before the layer runs (less flash, 4 * 2**table_log bytes more RAM).
+        RAM buffer before the layer runs (less flash, 4 * 2**table_log bytes more RAM);
+        ``"auto"`` (default): ``"flash"`` when the model's flash data then fits in 2^20 bits,
+        else ``"ram"`` (the 1-Mbit classifier needs ``"ram"``: its flash tables alone are ~120 KB).
     Raises ValueError (one line) for models the runtime cannot express.
     """
     m = plan_model(model, image_size)
-    lay = layout(m, lut)
-    mm = memory_map(m, lay)
+    if lut == "auto":
+        lay = layout(m, "flash")
+        mm = memory_map(m, lay)
+        if not mm["budget"]["flash_data_fits"]:
+            lay = layout(m, "ram")
+            mm = memory_map(m, lay)
+    else:
+        lay = layout(m, lut)
+        mm = memory_map(m, lay)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out}: exists and is not a directory")

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ...fmt import spec as S
-from .plan import KIND_CONV, CModel
+from .plan import KIND_CODE, KIND_CONV, KIND_HEAD, CModel
 
 __all__ = ["DESCRIPTOR_BYTES", "CODE_ESTIMATE_BYTES", "Layout", "layout", "memory_map", "MBIT"]
 
@@ -97,7 +97,7 @@ def layout(m: CModel, lut: str = "flash") -> Layout:
     lay.buf = (max(sizes[0::2]), max(sizes[1::2], default=1))
     lay.wscratch = max(L.filter_size for L in m.layers)
     lay.acc_words = max((L.h * L.w for L in m.convs), default=1)
-    lay.sums_words = m.head.cin
+    lay.sums_words = 1 if m.is_encoder else m.head.cin
     return lay
 
 
@@ -120,7 +120,7 @@ def memory_map(m: CModel, lay: Layout) -> dict:
         "activations_pong": lay.buf[1],
         "weight_scratch": lay.wscratch,
         "accumulator_plane": 4 * lay.acc_words,
-        "head_sums": 4 * lay.sums_words,
+        "head_sums": 0 if m.is_encoder else 4 * lay.sums_words,
         "decoder_state": (DECODER_FIXED_BYTES + 2 * lay.max_streams + 3) // 4 * 4,
     }
     if lay.lut_mode == "ram":
@@ -128,21 +128,23 @@ def memory_map(m: CModel, lay: Layout) -> dict:
     code = sum(CODE_ESTIMATE_BYTES.values())
     layers = []
     for L, so in zip(m.layers, lay.stream_off):
-        layers.append({"name": L.name, "kind": "conv" if L.kind == KIND_CONV else "head",
+        layers.append({"name": L.name, "kind": {KIND_CONV: "conv", KIND_CODE: "code"}.get(L.kind, "head"),
                        "coder": S.CODER_NAMES[L.coder], "levels": L.levels, "weights": L.n_weights,
                        "coded_bytes": len(L.stream), "coded_bits": L.stream_bits,
                        "bits_per_weight": L.stream_bits / L.n_weights if L.n_weights else 0.0,
                        "tans_table_log": L.code_bits if L.coder == S.CODER_TANS else None,
                        "tans_streams": L.n_streams or None, "stream_offset": so,
-                       "input": [L.cin, L.h, L.w], "output": [L.cout, L.out_h, L.out_w] if L.kind == KIND_CONV else [L.cout],
+                       "input": [L.cin, L.h, L.w], "output": [L.cout, L.out_h, L.out_w] if L.kind != KIND_HEAD else [L.cout],
                        "macs": L.macs})
     ram_total = sum(ram.values())
     return {
-        "model": m.name, "source": m.source, "image": [m.in_channels, m.in_h, m.in_w], "lut": lay.lut_mode,
+        "model": m.name, "kind": "patch-encoder" if m.is_encoder else "classifier", "source": m.source,
+        "image": [m.in_channels, m.in_h, m.in_w], "lut": lay.lut_mode,
         "flash": {"data": flash_data, "data_total": data_total, "code_estimate": code,
                   "code_estimate_parts": dict(CODE_ESTIMATE_BYTES), "total": data_total + code},
         "ram": {"buffers": ram, "total": ram_total,
-                "app_io": {"image": m.in_channels * m.in_h * m.in_w, "logits": 8 * m.num_classes}},
+                "app_io": {"image": m.in_channels * m.in_h * m.in_w}
+                | ({"code_bits": m.code_bits} if m.is_encoder else {"logits": 8 * m.num_classes})},
         "budget": {"limit_bits": MBIT, "flash_data_bits": 8 * data_total, "flash_data_fits": 8 * data_total <= MBIT,
                    "coded_weight_bits": sum(L.stream_bits for L in m.layers),
                    "flash_total_bits": 8 * (data_total + code), "ram_bits": 8 * ram_total},

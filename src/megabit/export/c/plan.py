@@ -6,12 +6,14 @@ the raw bit-packed codes), its BSN offsets/shift, and the geometry the exporter 
 static buffers. Everything the runtime cannot express is rejected here with a one-line
 ``ValueError``, so a model that exports always compiles and runs bit-exactly.
 
-Descriptor semantics (one per layer, ``kind`` conv or head; more kinds, e.g. the patch
-encoder's 1x1 conv + sign, can be added without changing the existing ones)::
+Descriptor semantics (one per layer, ``kind`` conv, head or code)::
 
     conv:  acc = conv(x, W, groups, 'same');  u = (acc + o_c) >> rshift   (<< -rshift if < 0)
            x' = clamp(u, 0, 2^act_bits - 1);  2x2 max-pool if pool        rshift = shift - act_bits
     head:  logits = W . sum_hw(x) + bias                                   (int64)
+    code:  acc = conv1x1(x, W);  bit = (acc + o_c >= 0)                    (patch encoder output)
+
+A classifier ends with a head, a patch encoder (``.mbit`` kind "patch-encoder") with a code layer.
 """
 
 from __future__ import annotations
@@ -29,10 +31,11 @@ from ...fmt.mbit import MbitFile, _split, decode_conv, decode_head, read_mbit
 from ...models.nqe import NQEConfig, PRESETS
 from ...quant.weight import bits_per_code
 
-__all__ = ["KIND_CONV", "KIND_HEAD", "CLayer", "CModel", "check_exportable", "plan_model", "load_mbit"]
+__all__ = ["KIND_CONV", "KIND_HEAD", "KIND_CODE", "CLayer", "CModel", "check_exportable", "plan_model", "load_mbit"]
 
 KIND_CONV = 1  # == MB_KIND_CONV in runtime/mb_runtime.h
 KIND_HEAD = 2  # == MB_KIND_HEAD
+KIND_CODE = 3  # == MB_KIND_CODE
 INT32_MAX = (1 << 31) - 1
 U16_MAX = (1 << 16) - 1
 
@@ -82,11 +85,11 @@ class CLayer:
 
     @property
     def out_elems(self) -> int:
-        return self.cout * self.out_h * self.out_w if self.kind == KIND_CONV else 0
+        return self.cout * self.out_h * self.out_w if self.kind != KIND_HEAD else 0
 
     @property
     def macs(self) -> int:
-        return self.n_weights * self.h * self.w if self.kind == KIND_CONV else self.n_weights
+        return self.n_weights * self.h * self.w if self.kind != KIND_HEAD else self.n_weights
 
 
 @dataclass(frozen=True)
@@ -102,16 +105,30 @@ class CModel:
     meta: dict = field(default_factory=dict)
 
     @property
+    def is_encoder(self) -> bool:
+        """A patch encoder (ends with a code layer) rather than a classifier (ends with a head)."""
+        return self.layers[-1].kind == KIND_CODE
+
+    @property
+    def code_bits(self) -> int:
+        """Bits the patch encoder outputs per patch (0 for a classifier)."""
+        return self.layers[-1].out_elems if self.is_encoder else 0
+
+    @property
     def convs(self) -> tuple[CLayer, ...]:
-        return tuple(L for L in self.layers if L.kind == KIND_CONV)
+        """Layers that write an activation map (conv blocks and the code layer)."""
+        return tuple(L for L in self.layers if L.kind != KIND_HEAD)
 
     @property
     def head(self) -> CLayer:
         return self.layers[-1]
 
 
-def check_exportable(cfg: NQEConfig, image_size: tuple[int, int] = (32, 32)) -> None:
-    """Raise ``ValueError`` (one line) if the runtime cannot express this configuration."""
+def check_exportable(cfg: NQEConfig, image_size: tuple[int, int] = (32, 32), encoder: bool = False) -> None:
+    """Raise ``ValueError`` (one line) if the runtime cannot express this configuration.
+
+    ``encoder``: the conv blocks of a patch encoder (no head; its code layer is checked in plan_model).
+    """
     if cfg.act_bits != 2:
         raise ValueError(f"C export supports 2-bit activations only (model has act_bits={cfg.act_bits})")
     if cfg.act_mode != "floor":
@@ -123,9 +140,10 @@ def check_exportable(cfg: NQEConfig, image_size: tuple[int, int] = (32, 32)) -> 
         raise ValueError(f"image size {h}x{w} out of range")
     if not 1 <= cfg.in_channels <= U16_MAX or not 1 <= cfg.num_classes <= U16_MAX:
         raise ValueError("input channels / classes out of range for the runtime (1..65535)")
-    if cfg.head_bias_bits > 32:
+    if not encoder and cfg.head_bias_bits > 32:
         raise ValueError(f"head bias of {cfg.head_bias_bits} bits does not fit the runtime's int32")
-    _check_levels("head", cfg.head_levels)
+    if not encoder:
+        _check_levels("head", cfg.head_levels)
     cin = cfg.in_channels
     for i, L in enumerate(cfg.layers):
         name = f"blocks.{i}"
@@ -151,12 +169,22 @@ def _check_levels(name: str, levels: int) -> None:
 
 
 def load_mbit(src: str | os.PathLike | bytes | MbitFile) -> tuple[MbitFile, str]:
-    """A parsed .mbit from a path, bytes, an MbitFile, or a bundled name like ``nqe-1mbit``."""
+    """A parsed .mbit from a path, bytes, an MbitFile, or a bundled name (``nqe-1mbit``, ``codec-nested``)."""
     if isinstance(src, MbitFile):
         return src, src.config.name or "model"
     if isinstance(src, (bytes, bytearray, memoryview)):
         return read_mbit(bytes(src)), "<bytes>"
     s = str(src)
+    from ...codec.registry import MODELS as CODEC_MODELS
+
+    if s in {n for n, _ in CODEC_MODELS.values()} and not Path(s).exists():
+        # the edge half of a bundled patch codec, packed with tANS (what `megabit pack NAME` writes)
+        from ...codec.api import load_codec
+        from ...export.integer import IntegerPatchEncoder
+        from ...fmt.mbit import encode_mbit
+
+        enc = IntegerPatchEncoder.from_model(load_codec(s).model)
+        return read_mbit(encode_mbit(enc, coder="tans", meta={"source": f"bundled {s}"})), f"bundled {s} (patch encoder)"
     if s in PRESETS and not Path(s).exists():
         from ...hub import bundled_classifier_path
 
@@ -196,7 +224,10 @@ def plan_model(src: str | os.PathLike | bytes | MbitFile, image_size: tuple[int,
     """
     f, source = load_mbit(src)
     cfg = f.config
-    check_exportable(cfg, image_size)
+    encoder = f.kind == "patch-encoder"
+    if encoder and tuple(image_size) != (32, 32):
+        raise ValueError(f"a patch encoder runs on 32x32 patches (got --image-size {image_size[0]} {image_size[1]})")
+    check_exportable(cfg, image_size, encoder)
     h, w = image_size
     layers, cin, top = [], cfg.in_channels, (1 << cfg.act_bits) - 1
     x_max = 128  # |pixel - 128| <= 128 in the first layer, activation codes <= top after
@@ -222,6 +253,20 @@ def plan_model(src: str | os.PathLike | bytes | MbitFile, image_size: tuple[int,
             if spec.pool:
                 h, w = h // 2, w // 2
             cin, x_max = IL.codes.shape[0], top
+        elif s.tag == S.SECTION_CODE:
+            IL = decode_conv(s, cfg, cin, f.codec_config)
+            _check_levels("code", IL.levels)
+            fixed = S.MBIT_CONV.unpack_from(s.payload, 0)
+            _, table, payload = _split(s.payload, S.MBIT_CONV.size, fixed[5], fixed[2], fixed[6])
+            coded = _coded(s.coder, IL.levels, IL.codes.size, table, payload, "code")
+            off = IL.offsets.astype(np.int64)
+            bound = int(np.abs(IL.codes.astype(np.int64)).reshape(IL.codes.shape[0], -1).sum(1).max()) * x_max
+            bound += int(np.abs(off).max()) if off.size else 0
+            if bound > INT32_MAX:
+                raise ValueError(f"code: accumulator may reach {bound}, beyond int32")
+            layers.append(CLayer("code", KIND_CODE, levels=IL.levels, kernel=1, pool=False, rshift=0, cin=cin,
+                                 cout=IL.codes.shape[0], groups=1, h=h, w=w, n_weights=IL.codes.size,
+                                 params=off, max_abs_acc=bound, **coded))
         elif s.tag == S.SECTION_HEAD:
             IH = decode_head(s, cfg, cin)
             fixed = S.MBIT_HEAD.unpack_from(s.payload, 0)
@@ -232,5 +277,5 @@ def plan_model(src: str | os.PathLike | bytes | MbitFile, image_size: tuple[int,
             layers.append(CLayer("head", KIND_HEAD, levels=IH.levels, kernel=1, pool=False, rshift=0, cin=cin,
                                  cout=IH.codes.shape[0], groups=1, h=h, w=w, n_weights=IH.codes.size,
                                  params=IH.bias.astype(np.int64), **coded))
-    return CModel(cfg.name or "model", cfg.in_channels, image_size[0], image_size[1], cfg.num_classes, cfg.act_bits,
-                  tuple(layers), source, dict(f.meta))
+    return CModel(cfg.name or "model", cfg.in_channels, image_size[0], image_size[1], 0 if encoder else cfg.num_classes,
+                  cfg.act_bits, tuple(layers), source, dict(f.meta))

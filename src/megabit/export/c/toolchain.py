@@ -54,6 +54,18 @@ def run_c(exe: str | os.PathLike, images: np.ndarray, timeout: float | None = 60
     return a[:, 0], a[:, 1:]
 
 
+def run_c_codes(exe: str | os.PathLike, patches: np.ndarray, timeout: float | None = 600) -> np.ndarray:
+    """Feed uint8 [N, 3, 32, 32] patches to a built patch encoder; returns its bits uint8 [N, MB_CODE_BITS]."""
+    x = np.ascontiguousarray(np.asarray(patches, dtype=np.uint8))
+    r = subprocess.run([str(exe)], input=x.tobytes(), capture_output=True, timeout=timeout)
+    if r.returncode:
+        raise RuntimeError(f"{exe} exited with {r.returncode}: {r.stderr.decode(errors='replace')[-2000:]}")
+    rows = [line.strip() for line in r.stdout.decode().splitlines() if line.strip()]
+    if len(rows) != len(x) or len({len(l) for l in rows}) > 1 or any(set(l) - {"0", "1"} for l in rows):
+        raise RuntimeError(f"{exe} printed {len(rows)} malformed code lines for {len(x)} patches")
+    return (np.frombuffer("".join(rows).encode(), np.uint8) - ord("0")).reshape(len(x), -1)
+
+
 def object_sizes(out_dir: str | os.PathLike, flags: tuple[str, ...] | list[str] = CFLAGS,
                  cc: str | None = None) -> dict[str, dict[str, int]]:
     """Compile each .c to an object and read ``size`` (Berkeley: text incl. rodata, data, bss)."""

@@ -5,6 +5,7 @@
  *   u       = (acc + o_c) >> rshift   (<< -rshift if rshift < 0), floor
  *   x_next  = clamp(u, 0, 2^act_bits - 1), then 2x2 max-pool (floor) if the layer has one
  *   logits  = W_head . sum_hw(x) + bias                     (int64)
+ *   bit     = (conv1x1(x, W_code) + o_c >= 0)               (patch encoder code layer)
  *
  * Weights are decoded per output channel, just before that channel is computed,
  * into a scratch of cin/groups * k * k int8: the decoder state (K tANS states and
@@ -22,7 +23,9 @@ static int8_t mb_act0[MB_BUF0_BYTES];        /* ping */
 static int8_t mb_act1[MB_BUF1_BYTES];        /* pong */
 static int8_t mb_wbuf[MB_WSCRATCH_BYTES];    /* one decoded filter / one head row */
 static int32_t mb_acc[MB_ACC_WORDS];         /* accumulator plane of one output channel */
+#if MB_NUM_CLASSES > 0
 static int32_t mb_sums[MB_SUMS_WORDS];       /* sum-pooled features for the head */
+#endif
 
 /* ---- weight decoder ---- */
 typedef struct {
@@ -196,7 +199,10 @@ static void mb_conv(const mb_layer *L, const int8_t *in, int8_t *out) {
                 }
             }
         }
-        if (!L->pool) {
+        if (L->kind == MB_KIND_CODE) { /* sign of the BSN output = sign of acc + o_c */
+            int8_t *dst = out + co * HW;
+            for (x = 0; x < HW; x++) dst[x] = (int8_t)(mb_acc[x] + o >= 0);
+        } else if (!L->pool) {
             int8_t *dst = out + co * HW;
             for (x = 0; x < HW; x++) dst[x] = mb_act(mb_acc[x] + o, rs);
         } else {
@@ -216,6 +222,7 @@ static void mb_conv(const mb_layer *L, const int8_t *in, int8_t *out) {
     }
 }
 
+#if MB_NUM_CLASSES > 0
 static void mb_head(const mb_layer *L, const int8_t *in, int64_t *logits) {
     const int32_t HW = L->h * L->w, C = L->cin;
     const int32_t *bias = mb_params + L->param_off;
@@ -233,26 +240,51 @@ static void mb_head(const mb_layer *L, const int8_t *in, int64_t *logits) {
     }
 }
 
-int mb_classify(const uint8_t *image, int64_t *logits) {
+#endif
+
+/* Run every layer; returns the buffer holding the last activation map (NULL if corrupt). */
+static const int8_t *mb_run(const uint8_t *image, int64_t *logits) {
     int8_t *cur = mb_act0, *nxt = mb_act1, *t;
     uint32_t i;
-    int ok = 1, best = 0, j;
+    int ok = 1;
     for (i = 0; i < (uint32_t)MB_IN_C * MB_IN_H * MB_IN_W; i++) cur[i] = (int8_t)((int32_t)image[i] - 128);
     for (i = 0; i < MB_N_LAYERS; i++) {
         const mb_layer *L = &mb_layers[i];
         mb_dec_start(L);
-        if (L->kind == MB_KIND_CONV) {
+        if (L->kind != MB_KIND_HEAD) {
             mb_conv(L, cur, nxt);
             t = cur;
             cur = nxt;
             nxt = t;
         } else {
+#if MB_NUM_CLASSES > 0
             mb_head(L, cur, logits);
+#else
+            ok = 0; /* a head in an encoder model: cannot happen with an exported model */
+#endif
         }
         ok &= mb_dec_finish(L);
     }
-    if (!ok) return MB_ERR_CORRUPT;
+    (void)logits;
+    return ok ? cur : (const int8_t *)0;
+}
+
+#if MB_NUM_CLASSES > 0
+int mb_classify(const uint8_t *image, int64_t *logits) {
+    int best = 0, j;
+    if (!mb_run(image, logits)) return MB_ERR_CORRUPT;
     for (j = 1; j < MB_NUM_CLASSES; j++)
         if (logits[j] > logits[best]) best = j;
     return best;
 }
+#endif
+
+#if MB_CODE_BITS > 0
+int mb_encode(const uint8_t *patch, uint8_t *bits) {
+    const int8_t *code = mb_run(patch, (int64_t *)0);
+    int i;
+    if (!code) return MB_ERR_CORRUPT;
+    for (i = 0; i < MB_CODE_BITS; i++) bits[i] = (uint8_t)code[i];
+    return 0;
+}
+#endif

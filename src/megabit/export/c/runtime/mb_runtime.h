@@ -12,12 +12,13 @@
 /* layer kinds (descriptor field `kind`) */
 #define MB_KIND_CONV 1u /* conv (groups, odd k, 'same') + BSN shift + HWMSB clamp (+ 2x2 max-pool) */
 #define MB_KIND_HEAD 2u /* sum-pool over H,W + integer linear layer + bias -> int64 logits */
+#define MB_KIND_CODE 3u /* patch encoder output: 1x1 conv + offset, bit = (acc + o_c >= 0) */
 
 /* weight coders: the same ids as the `coder` byte of a .mbit section */
 #define MB_CODER_RAW 1u  /* ceil(log2(levels)) bits per weight, LSB-first */
 #define MB_CODER_TANS 2u /* megabit.entropy.tans bitstream, K interleaved streams */
 
-/* return codes of mb_classify (>= 0: the predicted class) */
+/* return codes of mb_classify (>= 0: the predicted class) and mb_encode (0: ok) */
 #define MB_ERR_CORRUPT (-1) /* a weight stream did not decode cleanly (flash corrupted?) */
 
 /* One tANS decode-table entry; 4 bytes (= megabit.entropy.tans dec_lut). */
@@ -55,5 +56,10 @@ typedef struct {
  * writes MB_NUM_CLASSES int64 logits and returns the argmax (first maximum),
  * or MB_ERR_CORRUPT. Not reentrant: uses the static buffers of mb_runtime.c. */
 int mb_classify(const uint8_t *image, int64_t *logits);
+
+/* Patch encoder models: run the encoder on one uint8 CHW 3x32x32 patch; writes MB_CODE_BITS
+ * bits (one 0/1 byte each, channel-major [C][g][g] = megabit's bit order) and returns 0,
+ * or MB_ERR_CORRUPT. Not reentrant. */
+int mb_encode(const uint8_t *patch, uint8_t *bits);
 
 #endif /* MB_RUNTIME_H */
