@@ -1,6 +1,6 @@
 """Throughput of the exported C model vs megabit's PyTorch paths, and its flash/RAM vs 1 Mbit.
 
-    python benchmarks/bench_c.py [--model nqe-1mbit] [--n 100] [--trials 3]
+    python benchmarks/bench_c.py [--model nqe-1mbit] [--encoder codec-nested] [--n 100] [--trials 3]
 
 Runs, on the same images in the same run: the compiled C export (gcc -O2, and -O3 -march=native;
 weights decoded on the fly for every image, single thread), the fake-quant PyTorch model
@@ -10,7 +10,9 @@ process's user+sys from getrusage, the Python process's `time.process_time`, all
 a shared machine makes wall clock noisy: `*_cpu_img_s` is images per CPU-second. The C logits are
 checked bit-exact against the integer reference. Without a bundled model, a random model of the
 nqe-1mbit architecture is used (its accuracy is meaningless; its speed and size are not) and the
-result says so. Saves results/bench_c.json with the machine, versions, trials, medians and this
+result says so. The second shipped model, the patch encoder of the bundled codec (``--encoder``),
+is timed the same way on the 384 patches of the bundled Kodak image (anchor: the codec's PyTorch
+``compress``; C bits checked against the integer reference). Saves results/bench_c.json with the machine, versions, trials, medians and this
 script's source.
 """
 
@@ -78,9 +80,55 @@ def _rates(n: int, walls: list[float], cpus: list[float]) -> dict:
     return {"wall_s": walls, "cpu_s": cpus, "wall_img_s": n / w, "cpu_img_s": n / max(c, 1e-9)}
 
 
+def time_c_codes(exe: Path, x: np.ndarray, trials: int) -> tuple[dict, np.ndarray]:
+    data = x.tobytes()
+    walls, cpus, out = [], [], b""
+    for _ in range(trials + 1):
+        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t0 = time.perf_counter()
+        out = subprocess.run([str(exe)], input=data, capture_output=True, check=True).stdout
+        walls.append(time.perf_counter() - t0)
+        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime)
+    bits = np.asarray([[int(c) for c in l] for l in out.decode().split()], dtype=np.uint8)
+    return _rates(len(x), walls[1:], cpus[1:]), bits
+
+
+def bench_encoder(name: str, trials: int, tmp: Path) -> dict:
+    """The bundled codec's patch encoder: C vs PyTorch compress vs the integer reference."""
+    from PIL import Image
+
+    from megabit.codec.api import load_codec
+    from megabit.codec.demo import DEMO_IMAGE
+    from megabit.export import IntegerPatchEncoder
+    from megabit.models.patch_codec import patchify
+
+    codec = load_codec(name)
+    ie = IntegerPatchEncoder.from_model(codec.model)
+    img = torch.from_numpy(np.asarray(Image.open(DEMO_IMAGE).convert("RGB")).copy()).permute(2, 0, 1)[None]
+    p = patchify(img).contiguous()
+    rate = max(codec.model.cfg.rates)
+    with torch.no_grad():
+        ref = ie(p).reshape(len(p), -1).numpy()
+        out = {"model": f"patch encoder of {codec.name}", "n_patches": len(p), "image": DEMO_IMAGE.name,
+               "pytorch_fake_quant": time_py(lambda: codec.model.compress(img.float(), rate), len(p), trials),
+               "python_integer": time_py(lambda: ie(p), len(p), trials)}
+    anchor = out["pytorch_fake_quant"]
+    mm = export_c(name, tmp / "enc").memory_map
+    out["memory_map"] = {k: mm[k] for k in ("lut", "flash", "ram", "budget", "macs_per_image")}
+    exe = compile_c(tmp / "enc", ("-std=c99", "-Wall", "-Wextra", "-Werror", "-O2"), exe="enc_O2")
+    r, bits = time_c_codes(exe, p.numpy(), trials)
+    r["bit_exact_vs_integer"] = bool(np.array_equal(bits, ref))
+    r["vs_fake_quant_cpu"] = r["cpu_img_s"] / anchor["cpu_img_s"]
+    r["vs_python_integer_cpu"] = r["cpu_img_s"] / out["python_integer"]["cpu_img_s"]
+    out["c_O2"] = r
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="nqe-1mbit", help="bundled name or .mbit path")
+    ap.add_argument("--encoder", default="codec-nested", help="bundled codec whose patch encoder is timed ('' to skip)")
     ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--trials", type=int, default=3)
     ap.add_argument("--out", default="results/bench_c.json")
@@ -131,6 +179,8 @@ def main() -> None:
                 r["vs_python_integer_cpu"] = r["cpu_img_s"] / res["python_integer"]["cpu_img_s"]
                 res[f"c_{tag}_lut_{lut}"] = r
             res[f"object_sizes_O2_lut_{lut}"] = object_sizes(d)
+        if a.encoder:
+            res["patch_encoder"] = bench_encoder(a.encoder, a.trials, Path(tmp))
     res["python_integer"]["vs_fake_quant_cpu"] = res["python_integer"]["cpu_img_s"] / anchor["cpu_img_s"]
     res["source"] = Path(__file__).read_text()
     out = Path(a.out)
@@ -147,6 +197,12 @@ def main() -> None:
         mm = res[f"memory_map_lut_{lut}"]
         print(f"lut={lut}: flash {mm['flash']['total']:,} B ({mm['budget']['flash_data_bits']:,} data bits of 1 Mbit: "
               f"{'fits' if mm['budget']['flash_data_fits'] else 'over'}), RAM {mm['ram']['total']:,} B")
+    if "patch_encoder" in res:
+        e = res["patch_encoder"]
+        print(f"{e['model']} ({e['n_patches']} patches): PyTorch {e['pytorch_fake_quant']['cpu_img_s']:.0f}, "
+              f"integer {e['python_integer']['cpu_img_s']:.0f}, C -O2 {e['c_O2']['cpu_img_s']:.0f} patches/CPU-s "
+              f"(x{e['c_O2']['vs_fake_quant_cpu']:.2f}), bit-exact {e['c_O2']['bit_exact_vs_integer']}; "
+              f"flash {e['memory_map']['flash']['total']:,} B, RAM {e['memory_map']['ram']['total']:,} B")
 
 
 if __name__ == "__main__":
