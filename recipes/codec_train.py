@@ -28,10 +28,11 @@ ap.add_argument("--stop-after-min", type=float, default=None)
 ap.add_argument("--threads", type=int, default=1)
 ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                 help="bf16 autocast (default: only where the CPU has native bf16)")
+ap.add_argument("--loss", choices=["mse", "ms-ssim"], default="mse")
 ap.add_argument("--tiny", action="store_true", help="tiny model (smoke test)")
 a = ap.parse_args()
 torch.set_num_threads(a.threads)
-tcfg = TrainCodecConfig(minutes=tuple(a.minutes), threads=a.threads, bf16=a.bf16)
+tcfg = TrainCodecConfig(minutes=tuple(a.minutes), threads=a.threads, bf16=a.bf16, loss=a.loss)
 mcfg = PatchCodecConfig.tiny() if a.tiny else PatchCodecConfig()
 res = train_codec(a.data_root, a.out, tcfg, mcfg, resume=a.resume,
                   stop_after_s=None if a.stop_after_min is None else a.stop_after_min * 60)

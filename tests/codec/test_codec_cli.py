@@ -67,13 +67,14 @@ def test_eval_codec(tmp_path, tiny_model_file):
     assert png.stat().st_size > 1000
 
 
-def test_train_codec_smoke(tmp_path):
+@pytest.mark.parametrize("loss", ["mse", "ms-ssim"])
+def test_train_codec_smoke(tmp_path, loss):
     d = tmp_path / "photos"
     d.mkdir()
     for i in range(6):
         _img(d / f"{i}.png", size=(64, 64), seed=i)
     out = tmp_path / "run"
-    args = ["--data-root", str(d), "--out", str(out), "--tiny", "--minutes", "0.01", "0.01", "0.01", "0.01"]
+    args = ["--data-root", str(d), "--out", str(out), "--tiny", "--minutes", "0.01", "0.01", "0.01", "0.01", "--loss", loss]
     from megabit.codec import train as tr
 
     orig = tr.TrainCodecConfig

@@ -19,6 +19,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true")
     p.add_argument("--stop-after-min", type=float, default=None, help="end this session early (resume later)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--loss", choices=["mse", "ms-ssim"], default="mse",
+                   help="ms-ssim: 1 - MS-SSIM in the refine stage (patch stages stay MSE)")
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                   help="bf16 autocast (default: only where the CPU has native bf16)")
     p.add_argument("--tiny", action="store_true", help="tiny model (smoke tests)")
     return p
 
@@ -32,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if not Path(a.data_root).is_dir():
         raise ValueError(f"not a folder: {a.data_root}")
-    tcfg = TrainCodecConfig(minutes=tuple(a.minutes), threads=a.threads)
+    tcfg = TrainCodecConfig(minutes=tuple(a.minutes), threads=a.threads, loss=a.loss, bf16=a.bf16)
     mcfg = PatchCodecConfig.tiny() if a.tiny else PatchCodecConfig()
     res = train_codec(a.data_root, a.out, tcfg, mcfg, resume=a.resume,
                       stop_after_s=None if a.stop_after_min is None else 60 * a.stop_after_min)

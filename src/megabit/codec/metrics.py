@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["psnr", "ms_ssim", "blockiness", "MS_SSIM_WEIGHTS"]
+__all__ = ["psnr", "ms_ssim", "ms_ssim_torch", "blockiness", "MS_SSIM_WEIGHTS"]
 
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
@@ -74,24 +74,33 @@ def ms_ssim(a, b, peak: float = 255.0) -> float:
         from .. import metrics as shared
 
         return float(shared.ms_ssim(x / peak, y / peak)[0])
-    g = _gauss()
+    return float(ms_ssim_torch(x, y, peak, eps=0.0).mean())
+
+
+def ms_ssim_torch(x: torch.Tensor, y: torch.Tensor, peak: float = 255.0, eps: float = 1e-6) -> torch.Tensor:
+    """Differentiable MS-SSIM of NCHW batches -> [N] (the training loss of the MS-SSIM codec variant).
+
+    As many scales as the size allows (weights renormalized); the contrast terms are clamped at
+    ``eps`` instead of 0 so that their fractional powers keep a finite gradient.
+    """
+    g = _gauss().to(x.dtype)
     smallest = min(x.shape[2], x.shape[3])
     levels = 5
     while levels > 1 and smallest < 11 * 2 ** (levels - 1):
         levels -= 1
     if smallest < 11:
         raise ValueError(f"image too small for MS-SSIM ({smallest} px < 11)")
-    w = torch.tensor(MS_SSIM_WEIGHTS[:levels], dtype=torch.float64)
+    w = torch.tensor(MS_SSIM_WEIGHTS[:levels], dtype=x.dtype)
     w = w / w.sum()
     mcs = []
     for i in range(levels):
         ssim, cs = _ssim_cs(x, y, peak, g)
         if i < levels - 1:
-            mcs.append(torch.relu(cs))
+            mcs.append(cs.clamp_min(eps))
             pad = (0, x.shape[3] % 2, 0, x.shape[2] % 2)
             x, y = F.avg_pool2d(F.pad(x, pad, mode="replicate"), 2), F.avg_pool2d(F.pad(y, pad, mode="replicate"), 2)
-    vals = torch.stack(mcs + [torch.relu(ssim)], 0)  # [L, N, C]
-    return float(torch.prod(vals ** w.reshape(-1, 1, 1), 0).mean())
+    vals = torch.stack(mcs + [ssim.clamp_min(eps)], 0)  # [L, N, C]
+    return torch.prod(vals ** w.reshape(-1, 1, 1), 0).mean(-1)
 
 
 def blockiness(img, patch: int = 32) -> float:

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from ..data.images import load_folder, random_crops
 from ..models.patch_codec import PatchCodec, PatchCodecConfig
 from ..utils import atomic_save, atomic_write_text, use_bf16
+from .metrics import ms_ssim_torch
 
 __all__ = ["TrainCodecConfig", "train_codec", "STAGES", "validate", "save_codec"]
 
@@ -52,6 +53,9 @@ class TrainCodecConfig:
     threads: int = 1
     bf16: bool | None = None  # None: auto (native bf16 only; emulated bf16 is ~10x slower)
     seed: int = 0
+    # "mse" or "ms-ssim": [I] the MS-SSIM variant uses 1 - MS-SSIM in the refine stage (frames),
+    # MSE on the 32x32 patch stages (MS-SSIM is not defined on 32-pixel patches with 11-tap windows)
+    loss: str = "mse"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -147,6 +151,8 @@ def train_codec(
     """Run (or resume) the stages; returns the final metrics. ``stop_after_s`` ends this call early
     (checkpoint kept) so that a long schedule can be run as several short sessions."""
     torch.set_num_threads(tcfg.threads)
+    if tcfg.loss not in ("mse", "ms-ssim"):
+        raise ValueError(f"loss must be 'mse' or 'ms-ssim', got {tcfg.loss!r}")
     amp = use_bf16(tcfg.bf16)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -214,7 +220,10 @@ def train_codec(
                         pr = r.repeat_interleave(gh * gw)
                         xp = unpatchify(model.decode_patches(codes, pr), x.shape[0], gh, gw)
                         xh = model.refine(xp.contiguous(memory_format=torch.channels_last), r.float() / model.cfg.max_bits)
-                    loss = F.mse_loss(xh.float() * 255.0, x)
+                    if tcfg.loss == "ms-ssim":
+                        loss = 1.0 - ms_ssim_torch(xh.float() * 255.0, x).mean()
+                    else:
+                        loss = F.mse_loss(xh.float() * 255.0, x)
                 else:
                     x = random_crops(train, tcfg.batch_patches, 32, gen).float()
                     r = rates[torch.randint(0, len(rates), (x.shape[0],), generator=gen)]
