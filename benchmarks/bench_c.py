@@ -50,7 +50,8 @@ def _cpu_model() -> str:
     return platform.processor()
 
 
-def time_c(exe: Path, x: np.ndarray, trials: int) -> tuple[dict, np.ndarray]:
+def _run_c_timed(exe: Path, x: np.ndarray, trials: int) -> tuple[dict, str]:
+    """Run the binary on x (stdin) trials + 1 times (the first is a warm-up): (rates, last stdout)."""
     data = x.tobytes()
     walls, cpus, out = [], [], b""
     for _ in range(trials + 1):  # first run: warm-up (page cache, CPU frequency)
@@ -60,8 +61,12 @@ def time_c(exe: Path, x: np.ndarray, trials: int) -> tuple[dict, np.ndarray]:
         walls.append(time.perf_counter() - t0)
         r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpus.append(r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime)
-    logits = np.asarray([list(map(int, l.split()))[1:] for l in out.decode().splitlines()], dtype=np.int64)
-    return _rates(len(x), walls[1:], cpus[1:]), logits
+    return _rates(len(x), walls[1:], cpus[1:]), out.decode()
+
+
+def time_c(exe: Path, x: np.ndarray, trials: int) -> tuple[dict, np.ndarray]:
+    rates, out = _run_c_timed(exe, x, trials)
+    return rates, np.asarray([list(map(int, l.split()))[1:] for l in out.splitlines()], dtype=np.int64)
 
 
 def time_py(fn, n: int, trials: int) -> dict:
@@ -81,17 +86,8 @@ def _rates(n: int, walls: list[float], cpus: list[float]) -> dict:
 
 
 def time_c_codes(exe: Path, x: np.ndarray, trials: int) -> tuple[dict, np.ndarray]:
-    data = x.tobytes()
-    walls, cpus, out = [], [], b""
-    for _ in range(trials + 1):
-        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        t0 = time.perf_counter()
-        out = subprocess.run([str(exe)], input=data, capture_output=True, check=True).stdout
-        walls.append(time.perf_counter() - t0)
-        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpus.append(r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime)
-    bits = np.asarray([[int(c) for c in l] for l in out.decode().split()], dtype=np.uint8)
-    return _rates(len(x), walls[1:], cpus[1:]), bits
+    rates, out = _run_c_timed(exe, x, trials)
+    return rates, np.asarray([[int(c) for c in l] for l in out.split()], dtype=np.uint8)
 
 
 def bench_encoder(name: str, trials: int, tmp: Path) -> dict:

@@ -61,6 +61,14 @@ def _int_conv(x: torch.Tensor, w: torch.Tensor, groups: int) -> torch.Tensor:
     return acc.reshape(n, cout, h, wd)
 
 
+@torch.no_grad()
+def int_layer_of(block) -> IntLayer:
+    """The integer form of a BSN-mode :class:`~megabit.models.nqe.QConvBlock`."""
+    return IntLayer(codes=block.weight_codes().round().to(torch.int8).numpy(), levels=block.spec.levels,
+                    groups=block.spec.groups, pool=block.spec.pool, shift=int(block.norm.shift),
+                    offsets=block.norm.int_offsets().numpy())
+
+
 def apply_int_layer(a: torch.Tensor, L: IntLayer, act_bits: int) -> torch.Tensor:
     """One integer conv block: conv, + offset, shift, clamp to the HWMSB codes, optional 2x2 max-pool."""
     acc = _int_conv(a, torch.from_numpy(L.codes).to(torch.int32), L.groups)
@@ -71,6 +79,16 @@ def apply_int_layer(a: torch.Tensor, L: IntLayer, act_bits: int) -> torch.Tensor
     if L.pool:
         n, c, hh, ww = a.shape
         a = a[:, :, : hh // 2 * 2, : ww // 2 * 2].reshape(n, c, hh // 2, 2, ww // 2, 2).amax((3, 5))
+    return a
+
+
+def run_int_layers(x: torch.Tensor, layers: list[IntLayer], act_bits: int) -> torch.Tensor:
+    """uint8 images -> the int32 activation codes after the conv blocks (input = pixel - 128)."""
+    if x.dtype != torch.uint8:
+        raise ValueError(f"integer inference takes uint8 images, got {x.dtype}")
+    a = x.to(torch.int32) - 128
+    for L in layers:
+        a = apply_int_layer(a, L, act_bits)
     return a
 
 
@@ -94,12 +112,7 @@ class IntegerNQE:
         if model.cfg.act_mode != "floor":
             raise ValueError("integer inference implements HWMSB with floor (act_mode='floor')")
         model.eval()
-        layers = []
-        for b in model.blocks:
-            layers.append(IntLayer(
-                codes=b.weight_codes().round().to(torch.int8).numpy(),
-                levels=b.spec.levels, groups=b.spec.groups, pool=b.spec.pool,
-                shift=int(b.norm.shift), offsets=b.norm.int_offsets().numpy()))
+        layers = [int_layer_of(b) for b in model.blocks]
         h = model.head
         head = IntHead(h.quant.codes(h.weight).round().to(torch.int8).numpy(), model.cfg.head_levels, h.int_bias().numpy())
         return cls(model.cfg, layers, head)
@@ -107,14 +120,9 @@ class IntegerNQE:
     def forward(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
         """uint8 NCHW images -> int64 logits."""
         x = torch.as_tensor(x)
-        if x.dtype != torch.uint8:
-            raise ValueError(f"integer inference takes uint8 images, got {x.dtype}")
         if x.dim() != 4 or x.shape[1] != self.cfg.in_channels:
             raise ValueError(f"expected NCHW images with {self.cfg.in_channels} channels, got shape {tuple(x.shape)}")
-        a = x.to(torch.int32) - 128
-        for L in self.layers:
-            a = apply_int_layer(a, L, self.cfg.act_bits)
-        return apply_int_head(a, self.head)
+        return apply_int_head(run_int_layers(x, self.layers, self.cfg.act_bits), self.head)
 
     __call__ = forward
 
@@ -161,9 +169,7 @@ class IntegerPatchEncoder:
         if cfg.act_mode != "floor":
             raise ValueError("integer inference implements HWMSB with floor (act_mode='floor')")
         enc.eval()
-        layers = [IntLayer(codes=b.weight_codes().round().to(torch.int8).numpy(), levels=b.spec.levels,
-                           groups=b.spec.groups, pool=b.spec.pool, shift=int(b.norm.shift),
-                           offsets=b.norm.int_offsets().numpy()) for b in enc.blocks]
+        layers = [int_layer_of(b) for b in enc.blocks]
         c = enc.code
         code = IntLayer(codes=c.quant.codes(c.weight).round().to(torch.int8).numpy(), levels=cfg.code_levels,
                         groups=1, pool=False, shift=int(c.norm.shift), offsets=c.norm.int_offsets().numpy())
@@ -172,14 +178,9 @@ class IntegerPatchEncoder:
     def forward(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
         """uint8 patches [N, 3, 32, 32] -> bits uint8 [N, code_channels, g, g] (1 = code +1)."""
         x = torch.as_tensor(x)
-        if x.dtype != torch.uint8:
-            raise ValueError(f"integer inference takes uint8 patches, got {x.dtype}")
         if x.dim() != 4 or tuple(x.shape[1:]) != (3, 32, 32):
             raise ValueError(f"expected uint8 patches [N, 3, 32, 32], got shape {tuple(x.shape)}")
-        a = x.to(torch.int32) - 128
-        for L in self.layers:
-            a = apply_int_layer(a, L, self.cfg.act_bits)
-        return apply_int_code(a, self.code)
+        return apply_int_code(run_int_layers(x, self.layers, self.cfg.act_bits), self.code)
 
     __call__ = forward
 
