@@ -107,10 +107,13 @@ class ResNetConfig:
 SCHEMES: dict[str, ResNetConfig] = {
     "float": ResNetConfig(levels=0, edge_levels=0),
     "binary": ResNetConfig(levels=2),
-    "ternary": ResNetConfig(levels=3),
-    "4level": ResNetConfig(levels=4),
-    "5level-zp": ResNetConfig(levels=5),
-    "7level-zp": ResNetConfig(levels=7),
+    "ternary": ResNetConfig(levels=3),  # NQE's histogram-equalized step: equiprobable levels, H = log2 3
+    # [I] the paper's zero-point (and 4-level) quantizers as classic uniform grids with a range-based
+    # (absmax) step: the bell-shaped weight histogram then leaves the outer bins rare, which is what an
+    # entropy coder can exploit (HEQ would make every level equiprobable: H = log2(levels))
+    "4level": ResNetConfig(levels=4, step_rule="absmax"),
+    "5level-zp": ResNetConfig(levels=5, step_rule="absmax"),
+    "7level-zp": ResNetConfig(levels=7, step_rule="absmax"),
     # [I] wide zero-point grid + absmax step: the entropy penalty can empty the outer bins
     "mixed-entropy": ResNetConfig(levels=15, step_rule="absmax"),
 }
