@@ -216,6 +216,19 @@ def _coded(sec_coder: int, levels: int, n: int, table: bytes, payload: bytes, na
             "n_streams": int(K), "init_states": init, "freqs": tuple(int(v) for v in freqs)}
 
 
+def _conv_data(s, IL, name: str, x_max: int) -> tuple[dict, np.ndarray, int]:
+    """A conv/code section's coded weights, its int64 offsets, and the int32-checked accumulator bound."""
+    fixed = S.MBIT_CONV.unpack_from(s.payload, 0)
+    _, table, payload = _split(s.payload, S.MBIT_CONV.size, fixed[5], fixed[2], fixed[6])
+    coded = _coded(s.coder, IL.levels, IL.codes.size, table, payload, name)
+    off = IL.offsets.astype(np.int64)
+    bound = int(np.abs(IL.codes.astype(np.int64)).reshape(IL.codes.shape[0], -1).sum(1).max()) * x_max
+    bound += int(np.abs(off).max()) if off.size else 0
+    if bound > INT32_MAX:
+        raise ValueError(f"{name}: accumulator may reach {bound}, beyond int32")
+    return coded, off, bound
+
+
 def plan_model(src: str | os.PathLike | bytes | MbitFile, image_size: tuple[int, int] = (32, 32)) -> CModel:
     """Read a .mbit (path, bytes, MbitFile or bundled name) into runtime descriptors.
 
@@ -236,14 +249,7 @@ def plan_model(src: str | os.PathLike | bytes | MbitFile, image_size: tuple[int,
             name = f"blocks.{s.index}"
             spec = cfg.layers[s.index]
             IL = decode_conv(s, cfg, cin)
-            fixed = S.MBIT_CONV.unpack_from(s.payload, 0)
-            _, table, payload = _split(s.payload, S.MBIT_CONV.size, fixed[5], fixed[2], fixed[6])
-            coded = _coded(s.coder, IL.levels, IL.codes.size, table, payload, name)
-            off = IL.offsets.astype(np.int64)
-            bound = int(np.abs(IL.codes.astype(np.int64)).reshape(IL.codes.shape[0], -1).sum(1).max()) * x_max
-            bound += int(np.abs(off).max()) if off.size else 0
-            if bound > INT32_MAX:
-                raise ValueError(f"{name}: accumulator may reach {bound}, beyond int32")
+            coded, off, bound = _conv_data(s, IL, name, x_max)
             rshift = IL.shift - cfg.act_bits
             if not -28 <= rshift <= 31:
                 raise ValueError(f"{name}: BSN shift {IL.shift} out of the runtime's range ({cfg.act_bits - 28}..{cfg.act_bits + 31})")
@@ -256,14 +262,7 @@ def plan_model(src: str | os.PathLike | bytes | MbitFile, image_size: tuple[int,
         elif s.tag == S.SECTION_CODE:
             IL = decode_conv(s, cfg, cin, f.codec_config)
             _check_levels("code", IL.levels)
-            fixed = S.MBIT_CONV.unpack_from(s.payload, 0)
-            _, table, payload = _split(s.payload, S.MBIT_CONV.size, fixed[5], fixed[2], fixed[6])
-            coded = _coded(s.coder, IL.levels, IL.codes.size, table, payload, "code")
-            off = IL.offsets.astype(np.int64)
-            bound = int(np.abs(IL.codes.astype(np.int64)).reshape(IL.codes.shape[0], -1).sum(1).max()) * x_max
-            bound += int(np.abs(off).max()) if off.size else 0
-            if bound > INT32_MAX:
-                raise ValueError(f"code: accumulator may reach {bound}, beyond int32")
+            coded, off, bound = _conv_data(s, IL, "code", x_max)
             layers.append(CLayer("code", KIND_CODE, levels=IL.levels, kernel=1, pool=False, rshift=0, cin=cin,
                                  cout=IL.codes.shape[0], groups=1, h=h, w=w, n_weights=IL.codes.size,
                                  params=off, max_abs_acc=bound, **coded))
