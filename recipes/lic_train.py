@@ -27,7 +27,7 @@ from megabit.models.lic import LICConfig, build_codec
 from megabit.models.lic.checkpoint import CODEC_FORMAT
 from megabit.search.data import load_images, random_crops
 from megabit.search.rd import rd_terms
-from megabit.utils import atomic_save
+from megabit.utils import atomic_save, use_bf16
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,7 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clip", type=float, default=1.0)
     p.add_argument("--steps", type=int, default=10**9)
     p.add_argument("--minutes", type=float, default=8.0)
-    p.add_argument("--amp", choices=["bf16", "none"], default="bf16")
+    p.add_argument("--amp", choices=["auto", "bf16", "none"], default="auto",
+                   help="auto: bf16 only where the CPU has native bf16 (megabit.utils.use_bf16)")
+    p.add_argument("--init", default=None,
+                   help="start from the weights of another codec checkpoint of the same architecture "
+                        "(e.g. a run at another lambda), with fresh optimizers")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--save-every", type=float, default=60.0)
     p.add_argument("--seed", type=int, default=0)
@@ -74,15 +78,23 @@ def main(argv=None) -> int:
         step, elapsed, log = ck["step"], ck["elapsed_s"], ck.get("log", [])
         gen.set_state(ck["rng"])
         print(f"resumed {out} at step {step} ({elapsed / 60:.1f} min)", flush=True)
+    elif a.init:
+        ck = torch.load(a.init, map_location="cpu", weights_only=False)
+        if LICConfig.from_dict(ck["config"]) != cfg:
+            raise ValueError(f"--init {a.init} holds a different architecture ({ck['config']})")
+        model.load_state_dict(ck["state_dict"])
+        print(f"initialised from {a.init} (lambda {ck['lmbda']}, step {ck['step']})", flush=True)
     images = load_images(a.data, min_side=a.crop)
-    amp = torch.autocast("cpu", dtype=torch.bfloat16) if a.amp == "bf16" else nullcontext()
+    bf16 = use_bf16(None if a.amp == "auto" else a.amp == "bf16")
+    amp = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
 
     def save() -> None:
         atomic_save({"format": CODEC_FORMAT, "version": 1, "config": cfg.to_dict(), "lmbda": a.lmbda,
                      "state_dict": model.state_dict(), "optimizer": opt.state_dict(),
                      "aux_optimizer": aux_opt.state_dict(), "step": step, "elapsed_s": elapsed,
                      "rng": gen.get_state(), "log": log, "args": vars(a),
-                     "hardware": f"CPU, torch threads={a.threads}"}, out)
+                     "hardware": f"CPU, torch threads={a.threads}, bf16={bf16}",
+                     "init": a.init}, out)
 
     try:
         from tqdm import tqdm

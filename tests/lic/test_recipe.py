@@ -2,6 +2,7 @@
 import importlib.util
 from pathlib import Path
 
+import pytest
 import torch
 
 from megabit.models.lic.checkpoint import load_codec
@@ -31,3 +32,20 @@ def test_lic_train_runs_and_resumes(tmp_path):
     assert ck["step"] == 3
     net, meta = load_codec(out)
     assert meta["lmbda"] == 0.01
+
+
+def test_lic_train_init_from_another_lambda(tmp_path):
+    data = write_images(tmp_path / "img", n=2, size=64)
+    common = ["--data", str(data), "--N", "8", "--M", "8", "--batch", "2", "--crop", "64", "--amp", "none"]
+    rec = _recipe()
+    base = tmp_path / "base.pt"
+    assert rec.main(common + ["--lmbda", "0.01", "--steps", "1", "--out", str(base)]) == 0
+    ft = tmp_path / "ft.pt"
+    assert rec.main(common + ["--lmbda", "0.05", "--steps", "0", "--init", str(base), "--out", str(ft)]) == 0
+    a, b = torch.load(base, weights_only=False), torch.load(ft, weights_only=False)
+    assert b["lmbda"] == 0.05 and b["step"] == 0 and b["init"] == str(base)
+    assert all(torch.equal(a["state_dict"][k], v) for k, v in b["state_dict"].items())
+    other = tmp_path / "other.pt"
+    with pytest.raises(ValueError, match="different architecture"):
+        rec.main(["--data", str(data), "--N", "16", "--M", "8", "--crop", "64", "--steps", "0",
+                  "--init", str(base), "--out", str(other)])

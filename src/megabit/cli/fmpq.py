@@ -108,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--plan", default=None, help="with --checkpoint: PTQ with this plan (no fine-tuning)")
     e.add_argument("--data", required=True)
     e.add_argument("--limit", type=int, default=None)
+    e.add_argument("--rate", choices=["bitstream", "likelihood"], default="bitstream",
+                   help="bitstream: real compress/decompress (default); likelihood: the model's rate estimate, "
+                        "one forward pass (fast for context-model codecs)")
     e.add_argument("--out", default=None)
     return p
 
@@ -197,7 +200,8 @@ def _qat(a: argparse.Namespace) -> int:
 
 
 def _eval(a: argparse.Namespace) -> int:
-    from megabit.search import QuantPlan, apply_bits, evaluate_bitstream, layer_infos, load_quantized
+    from megabit.search import (QuantPlan, apply_bits, evaluate_bitstream, evaluate_likelihood, layer_infos,
+                                load_quantized)
     from megabit.search.data import load_images
 
     if a.quantized:
@@ -220,7 +224,8 @@ def _eval(a: argparse.Namespace) -> int:
                           "mean_weight_bits": plan.mean_bits})
             model.update(force=True)
     images = load_images(a.data, limit=a.limit)
-    res = {**label, **evaluate_bitstream(model, images)}
+    evaluate = evaluate_bitstream if a.rate == "bitstream" else evaluate_likelihood
+    res = {**label, **evaluate(model, images)}
     print(f"{res['n_images']} images: {res['mean_bpp']:.4f} bpp, {res['mean_psnr']:.3f} dB PSNR"
           + (f", MS-SSIM {res['mean_ms_ssim']:.4f}" if "mean_ms_ssim" in res else ""))
     if a.out:

@@ -1,0 +1,187 @@
+"""Assemble the FMPQ BD-rate study (``recipes/lic_fmpq_bd.py``) into results/fmpq_<arch>.json and a plot.
+
+For each architecture: the RD points (Kodak) of the float codec, uniform b-bit and FMPQ at the size of
+uniform b-bit (both after the same QAT), BD-rate / BD-PSNR of every curve against uniform 8-bit and of
+FMPQ against uniform at equal size (PSNR and MS-SSIM in dB, cubic and pchip), the plans per layer,
+search iterations (adaptive vs grid) and the training budget.
+
+    python recipes/lic_fmpq_report.py --work runs/fmpqbd
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+PUBLISHED = {"scale-hyperprior": "compressai-bmshj2018-hyperprior_mse_cpu",
+             "mean-scale-hyperprior": "compressai-mbt2018-mean_mse_cpu",
+             "cheng2020-anchor": "compressai-cheng2020-anchor_mse_cpu"}
+
+
+def _msssim_db(v: float) -> float:
+    return -10 * math.log10(max(1 - v, 1e-12))
+
+
+def _bd(anchor: list[dict], test: list[dict]) -> dict:
+    from megabit.metrics import bd_psnr, bd_rate
+
+    out = {}
+    for q, f in (("psnr", lambda r: r["psnr"]), ("ms_ssim_db", lambda r: _msssim_db(r["ms_ssim"]))):
+        ra, qa = [r["bpp"] for r in anchor], [f(r) for r in anchor]
+        rt, qt = [r["bpp"] for r in test], [f(r) for r in test]
+        for m in ("cubic", "pchip"):
+            try:
+                out[f"bd_rate_{q}_{m}"] = round(bd_rate(ra, qa, rt, qt, method=m), 3)
+            except ValueError as e:  # no overlap, non-monotone curve: say so instead of a number
+                out[f"bd_rate_{q}_{m}"] = f"n/a ({e})"
+        try:
+            out[f"bd_{q}_cubic_db"] = round(bd_psnr(ra, qa, rt, qt), 4)
+        except ValueError as e:
+            out[f"bd_{q}_cubic_db"] = f"n/a ({e})"
+    return out
+
+
+def collect(a) -> None:
+    from megabit.search import QuantPlan, SensitivityTable
+    from megabit.utils import atomic_write_text
+
+    w = Path(a.work)
+    lams = [float(x) for x in a.lambdas.split(",")]
+    unif = [int(x) for x in a.uniform.split(",")]
+    variants = ["float"] + [f"{k}{b}" for b in unif for k in ("u", "fmpq")]
+    summary = {}
+    curves_all = {}
+    for arch in a.archs.split(","):
+        d = w / arch
+        if not (d / "base.pt").exists():
+            continue
+        base = torch.load(d / "base.pt", map_location="cpu", weights_only=False)
+        per_lambda, curves = {}, {v: [] for v in variants}
+        complete = True
+        for lm in lams:
+            ld = d / f"l{lm}"
+            row = {}
+            if (ld / "float.pt").exists():
+                ck = torch.load(ld / "float.pt", map_location="cpu", weights_only=False)
+                row["train"] = {"base_steps": base["step"], "base_minutes": round(base["elapsed_s"] / 60, 2),
+                                "finetune_steps": ck["step"], "finetune_minutes": round(ck["elapsed_s"] / 60, 2),
+                                "last_log": ck["log"][-1] if ck.get("log") else None}
+            if (ld / "sens.json").exists():
+                s = SensitivityTable.load(ld / "sens.json")
+                row["sensitivity"] = {"rd_float": s.rd_float, "seconds": s.meta.get("seconds"),
+                                      "forward_passes": s.meta.get("forward_passes"), "bits": s.bits,
+                                      "zeta": {li.name: [round(float(z), 5) for z in zr]
+                                               for li, zr in zip(s.layers, s.zeta)}}
+            plans = {}
+            for b in unif:
+                for k in ("u", "fmpq"):
+                    p = ld / f"plan_{k}{b}.json"
+                    if p.exists():
+                        pl = QuantPlan.load(p)
+                        plans[f"{k}{b}"] = {"size_bits": pl.size_bits, "mean_weight_bits": round(pl.mean_bits, 4),
+                                            **({"bits": pl.bits, "search": pl.meta} if k == "fmpq" else {})}
+            row["plans"] = plans
+            ev = {}
+            for v in variants:
+                f = ld / f"kodak_{v}.json"
+                if not f.exists():
+                    complete = False
+                    continue
+                r = json.loads(f.read_text())
+                ev[v] = {"bpp": r["mean_bpp"], "psnr": r["mean_psnr"], "ms_ssim": r.get("mean_ms_ssim"),
+                         "rate": r.get("rate", "bitstream"), "n_images": r["n_images"],
+                         **({"size_bits": r["size_bits"], "mean_weight_bits": r.get("mean_weight_bits")}
+                            if "size_bits" in r else {})}
+                curves[v].append({"lmbda": lm, **ev[v]})
+            row["kodak"] = ev
+            per_lambda[str(lm)] = row
+        bd = {}
+        if curves.get("u8") and all(len(c) == len(lams) for c in curves.values()):
+            for v in variants:
+                if v != "u8":
+                    bd[f"{v}_vs_u8"] = _bd(curves["u8"], curves[v])
+            for b in unif:
+                bd[f"fmpq{b}_vs_u{b}"] = _bd(curves[f"u{b}"], curves[f"fmpq{b}"])
+        iters = [pl["search"]["iterations"] for row in per_lambda.values() for k, pl in row["plans"].items()
+                 if k.startswith("fmpq")]
+        giters = [pl["search"]["grid"]["iterations"] for row in per_lambda.values() for k, pl in row["plans"].items()
+                  if k.startswith("fmpq")]
+        cfg = base["config"]
+        res = {
+            "what": f"FMPQ (arXiv 2506.01221) vs uniform quantization on a small {arch} "
+                    f"(N={cfg['N']}, M={cfg['M']}), {len(lams)} lambdas, Kodak (24 images, evaluation only). "
+                    "Every quantized variant gets the same QAT steps. CPU-budget models, far from CompressAI's "
+                    "converged ones: compare the curves with each other, not with the published points.",
+            "complete": complete and bool(bd),
+            "hardware": "2-core x86_64 CPU (AVX2, no native bf16), fp32, 1 torch thread per worker, 2 workers",
+            "platform": platform.platform(), "torch": torch.__version__,
+            "config": cfg, "lambdas": lams, "base_lmbda": base["lmbda"],
+            "train_data": "/work/shared/data/photos (480 crops), random 128x128 crops + flips, batch 8",
+            "eval_rate": next((r["kodak"][v]["rate"] for r in per_lambda.values() for v in r["kodak"]), None),
+            "bd_vs": bd,
+            "search_iterations": {"adaptive": iters, "grid": giters,
+                                  "adaptive_mean": round(sum(iters) / len(iters), 2) if iters else None},
+            "per_lambda": per_lambda,
+            "reproduce": "python recipes/lic_fmpq_bd.py --work runs/fmpqbd (x2 workers); "
+                         "python recipes/lic_fmpq_bd.py --work runs/fmpqbd --collect",
+        }
+        atomic_write_text(Path(a.results) / f"fmpq_{arch}.json", json.dumps(res, indent=1))
+        summary[arch] = {"complete": res["complete"], **{k: {kk: vv for kk, vv in v.items() if "pchip" not in kk}
+                                                          for k, v in bd.items()}}
+        curves_all[arch] = curves
+        print(f"{arch}: " + json.dumps(summary[arch]))
+    if curves_all:
+        plot(curves_all, Path(a.results) / "fmpq_rd_kodak.png")
+    atomic_write_text(Path(a.results) / "fmpq_bd_summary.json", json.dumps(summary, indent=1))
+
+
+def plot(curves_all: dict, path: Path, published_root: str = "/work/shared/compressai_kodak_results") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(curves_all), figsize=(5.2 * len(curves_all), 4.6), squeeze=False)
+    style = {"float": ("k", "-", "o"), "u8": ("tab:blue", "-", "s"), "fmpq8": ("tab:blue", "--", "^"),
+             "u6": ("tab:green", "-", "s"), "fmpq6": ("tab:green", "--", "^"),
+             "u4": ("tab:red", "-", "s"), "fmpq4": ("tab:red", "--", "^")}
+    for ax, (arch, curves) in zip(axes[0], curves_all.items()):
+        pub = Path(published_root) / f"{PUBLISHED[arch]}.json"
+        if pub.is_file():
+            r = json.loads(pub.read_text())["results"]
+            pts = [(b, p) for b, p in zip(r["bpp"], r["psnr-rgb"]) if b < 0.8]
+            ax.plot(*zip(*pts), ":", c="gray", label=f"CompressAI {PUBLISHED[arch].split('-', 1)[1][:-8]} (published)")
+        for v, c in curves.items():
+            if not c:
+                continue
+            col, ls, mk = style.get(v, ("gray", "-", "."))
+            c = sorted(c, key=lambda r: r["bpp"])
+            ax.plot([r["bpp"] for r in c], [r["psnr"] for r in c], ls, c=col, marker=mk, ms=4, label=v)
+        ax.set_title(arch, fontsize=10)
+        ax.set_xlabel("bpp")
+        ax.set_ylabel("PSNR RGB (dB)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("Kodak (24 images): float, uniform b-bit and FMPQ at the size of uniform b-bit", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from lic_fmpq_bd import build_parser
+
+    collect(build_parser().parse_args(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
