@@ -48,7 +48,7 @@ def _bd(anchor: list[dict], test: list[dict]) -> dict:
 
 
 def collect(a) -> None:
-    from megabit.search import QuantPlan, SensitivityTable
+    from megabit.search import QuantPlan, SensitivityTable, coded_size, load_quantized
     from megabit.utils import atomic_write_text
 
     w = Path(a.work)
@@ -98,6 +98,12 @@ def collect(a) -> None:
                          "rate": r.get("rate", "bitstream"), "n_images": r["n_images"],
                          **({"size_bits": r["size_bits"], "mean_weight_bits": r.get("mean_weight_bits")}
                             if "size_bits" in r else {})}
+                q = ld / f"q_{v}.pt"
+                if q.exists():  # entropy-coded size of the QAT'd weights (rANS, verified by decoding)
+                    qm, _, _ = load_quantized(q)
+                    cs = coded_size(qm)
+                    ev[v]["ans_bytes"] = cs["total_bytes"]
+                    ev[v]["ans_bits_per_weight"] = cs["bits_per_weight"]
                 curves[v].append({"lmbda": lm, **ev[v]})
             row["kodak"] = ev
             per_lambda[str(lm)] = row

@@ -90,3 +90,26 @@ def test_leaky_clip_passes_gradient_to_weights_and_scale():
     assert torch.allclose(w.grad[~outside], r[~outside])
     assert torch.allclose(w.grad[outside], 0.1 * r[outside])  # leaky clip: small gradient outside
     assert fq.scale.grad is not None and bool((fq.scale.grad != 0).any())
+
+
+def test_coded_size_of_peaked_codes_is_below_raw():
+    from megabit.search import QuantPlan, coded_size, layer_infos, prepare_quantized
+
+    from .helpers import tiny_codec
+
+    net = tiny_codec()
+    infos = layer_infos(net)
+    prepare_quantized(net, QuantPlan(infos, {li.name: 6 for li in infos}), learn_scale=False)
+    with torch.no_grad():  # Gaussian weights under an absmax step: codes crowd around zero
+        for m in net.modules():
+            if hasattr(m, "parametrizations"):
+                w = m.parametrizations.weight.original
+                w.copy_(torch.randn_like(w))
+    r = coded_size(net)
+    assert set(r["layers"]) == {li.name for li in infos}
+    for name, v in r["layers"].items():
+        assert v["bytes"] == min(v["raw_bytes"], v["payload_bytes"] + v["table_bytes"]) + v["scale_bytes"] + 1
+        assert v["entropy_bits_per_weight"] < 6
+    big = max(r["layers"].values(), key=lambda v: v["n_weights"])
+    assert big["stored"] == "ans" and big["payload_bytes"] < 0.9 * big["raw_bytes"]
+    assert r["total_bytes"] == sum(v["bytes"] for v in r["layers"].values())

@@ -28,6 +28,7 @@ from .quantize import (
     plan_size_bits,
     quantizable_layers,
 )
+from .coded import coded_size
 from .rd import check_codec_contract, evaluate_bitstream, evaluate_likelihood, rd_loss_value
 from .sensitivity import SensitivityTable, layer_sensitivity
 
@@ -36,6 +37,6 @@ __all__ = [
     "SearchResult", "adaptive_search", "grid_search", "exhaustive_search", "predicted_cost", "size_bounds",
     "QuantPlan", "QATConfig", "prepare_quantized", "qat_finetune", "save_quantized", "load_quantized",
     "FakeQuant", "LayerInfo", "apply_bits", "bake", "export_codes", "fake_quantize", "float_param_bits",
-    "layer_infos", "plan_size_bits", "quantizable_layers", "check_codec_contract", "evaluate_bitstream", "evaluate_likelihood",
+    "layer_infos", "plan_size_bits", "quantizable_layers", "check_codec_contract", "evaluate_bitstream", "evaluate_likelihood", "coded_size",
     "rd_loss_value",
 ]
