@@ -67,7 +67,14 @@ def test_cli_end_to_end(tmp_path, capsys):
     res = json.loads((tmp_path / "e.json").read_text())
     assert res["n_images"] == 2 and res["mean_bpp"] > 0 and res["size_bits"] == p.size_bits
     assert fmpq.main(["eval", "--checkpoint", str(ck), "--uniform-bits", "8", "--data", str(data)]) == 0
+    assert fmpq.main(["eval", "--quantized", str(q), "--data", str(data), "--rate", "likelihood",
+                      "--out", str(tmp_path / "el.json")]) == 0
+    est = json.loads((tmp_path / "el.json").read_text())
+    assert est["rate"] == "likelihood estimate" and est["mean_psnr"] == pytest.approx(res["mean_psnr"], abs=1e-4)
     capsys.readouterr()
+    assert fmpq.main(["size", str(q), "--json"]) == 0
+    sz = json.loads(capsys.readouterr().out)
+    assert sz["plan_size_bits"] == p.size_bits and 0 < sz["total_bytes"] <= p.size_bits / 8 + 2 * len(sz["layers"]) + 64
     # user errors through the dispatcher: one line, exit status 2
     assert megabit_main(["fmpq", "search", "--sensitivity", str(sens), "--target-size", "1bit",
                          "--out", str(plan)]) == 2
@@ -77,3 +84,5 @@ def test_cli_end_to_end(tmp_path, capsys):
                          "--data", str(data), "--out", str(q)]) == 2
     err = capsys.readouterr().err
     assert "corrupted plan" in err and len(err.strip().splitlines()) == 1
+    assert megabit_main(["fmpq", "size", str(tmp_path / "bad.json")]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1

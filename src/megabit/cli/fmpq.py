@@ -97,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--threads", type=int, default=1)
     q.add_argument("--out", required=True)
 
+    z = sub.add_parser("size", help="exact plan bits and rANS-coded bytes of a quantized codec's weights")
+    z.add_argument("quantized", help="file written by `fmpq qat`")
+    z.add_argument("--json", action="store_true")
+
     e = sub.add_parser("eval", help="real-bitstream rate-distortion of a float, uniform or FMPQ codec")
     g = e.add_mutually_exclusive_group(required=True)
     g.add_argument("--quantized", help="file written by `fmpq qat`")
@@ -235,9 +239,27 @@ def _eval(a: argparse.Namespace) -> int:
     return 0
 
 
+def _size(a: argparse.Namespace) -> int:
+    from megabit.search import coded_size, load_quantized
+
+    model, plan, _ = load_quantized(a.quantized)
+    res = {"quantized": str(a.quantized), "plan_size_bits": plan.size_bits, "mean_weight_bits": plan.mean_bits,
+           **coded_size(model)}
+    if a.json:
+        print(json.dumps(res))
+        return 0
+    print(f"{'layer':<28}{'bits':>5}{'weights':>10}{'H b/w':>8}{'stored':>8}{'bytes':>10}")
+    for name, v in res["layers"].items():
+        print(f"{name:<28}{v['bits']:>5}{v['n_weights']:>10}{v['entropy_bits_per_weight']:>8.3f}{v['stored']:>8}"
+              f"{v['bytes']:>10}")
+    print(f"plan: {plan.size_bits} bits = {plan.size_bits / 8:.0f} B raw; rANS-coded: {res['total_bytes']} B "
+          f"({res['bits_per_weight']:.3f} bits/weight incl. tables and scales)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
-    return {"sensitivity": _sensitivity, "search": _search, "qat": _qat, "eval": _eval}[a.cmd](a)
+    return {"sensitivity": _sensitivity, "search": _search, "qat": _qat, "eval": _eval, "size": _size}[a.cmd](a)
 
 
 if __name__ == "__main__":
