@@ -80,8 +80,6 @@ def build_parser() -> argparse.ArgumentParser:
 def stages_for(a) -> list[Stage]:
     from megabit.cli import fmpq
 
-    import lic_train
-
     w = Path(a.work)
     lams = [float(x) for x in a.lambdas.split(",")]
     unif = [int(x) for x in a.uniform.split(",")]
@@ -91,7 +89,7 @@ def stages_for(a) -> list[Stage]:
         N, M, base_min, ft_min, rate = ARCHS[arch]
         d = w / arch
         base = d / "base.pt"
-        out.append(Stage(f"{arch}/base", [], lambda arch=arch, N=N, M=M, m=base_min, base=base: lic_train.main(
+        out.append(Stage(f"{arch}/base", [], lambda arch=arch, N=N, M=M, m=base_min, base=base: _train(
             ["--data", a.train_data, "--arch", arch, "--N", str(N), "--M", str(M), "--lmbda", str(a.base_lmbda),
              "--minutes", str(m * a.minutes_scale), "--threads", str(a.threads), "--out", str(base)])))
         for lm in lams:
@@ -99,7 +97,7 @@ def stages_for(a) -> list[Stage]:
             ck = ld / "float.pt"
             tr = f"{arch}/l{lm}/train"
             later.append(Stage(tr, [f"{arch}/base"], lambda arch=arch, N=N, M=M, m=ft_min, ck=ck, lm=lm, base=base:
-                               lic_train.main(["--data", a.train_data, "--arch", arch, "--N", str(N), "--M", str(M),
+                               _train(["--data", a.train_data, "--arch", arch, "--N", str(N), "--M", str(M),
                                                "--lmbda", str(lm), "--minutes", str(m * a.minutes_scale),
                                                "--threads", str(a.threads), "--init", str(base), "--out", str(ck)])))
             sens = ld / "sens.json"
@@ -124,6 +122,17 @@ def stages_for(a) -> list[Stage]:
                                        lambda q=q, ld=ld, v=v, ev=ev: fmpq.main(
                                            ["eval", "--quantized", str(q), *ev, "--out", str(ld / f"kodak_{v}.json")])))
     return out + later
+
+
+def _train(argv: list[str]) -> None:
+    """Run lic_train; a run stopped early (SIGTERM/SIGINT) ends this worker without marking the stage done."""
+    import lic_train
+
+    lic_train.main(argv)
+    out, minutes = argv[argv.index("--out") + 1], float(argv[argv.index("--minutes") + 1])
+    ck = torch.load(out, map_location="cpu", weights_only=False)
+    if ck["elapsed_s"] < minutes * 60 - 1e-6:
+        raise SystemExit(f"training {out} stopped at {ck['elapsed_s'] / 60:.1f} of {minutes} min; rerun to resume")
 
 
 def make_plans(sens_path: Path, ld: Path, unif: list[int]) -> None:

@@ -49,3 +49,20 @@ def test_lic_train_init_from_another_lambda(tmp_path):
     with pytest.raises(ValueError, match="different architecture"):
         rec.main(["--data", str(data), "--N", "16", "--M", "8", "--crop", "64", "--steps", "0",
                   "--init", str(base), "--out", str(other)])
+
+
+def test_fmpq_study_stage_locks(tmp_path):
+    import sys
+
+    sys.path.insert(0, str(ROOT / "recipes"))
+    try:
+        import lic_fmpq_bd as study
+    finally:
+        sys.path.remove(str(ROOT / "recipes"))
+    lock = tmp_path / "l" / "stage"
+    assert study._try_lock(lock) and not study._try_lock(lock)  # held by this (live) process
+    lock.write_text("999999999")  # a worker that died: its stage is taken over
+    assert study._try_lock(lock)
+    names = [s.name for s in study.stages_for(study.build_parser().parse_args(["--work", str(tmp_path)]))]
+    assert len(names) == len(set(names)) == 3 + 3 * 4 * (4 + 2 * 3 * 2)
+    assert names[:3] == [f"{a}/base" for a in study.ARCHS]
