@@ -6,7 +6,7 @@ uniform 8-, 5- and 4-bit PTQ, the FMPQ plan without fine-tuning (PTQ) and after 
 output file already exists are skipped (resumable).
 
     OMP_NUM_THREADS=1 nice -n 19 python recipes/lic_fmpq.py --checkpoint runs/lic/shp_n64m96_l0.0035.pt \
-        --work runs/fmpq --out results/fmpq_scale-hyperprior.json
+        --work runs/fmpq --out results/fmpq_pilot_scale-hyperprior.json
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default="60%")
     p.add_argument("--qat-steps", type=int, default=20)
     p.add_argument("--work", default="runs/fmpq")
-    p.add_argument("--out", default="results/fmpq_scale-hyperprior.json")
+    p.add_argument("--out", default="results/fmpq_pilot_scale-hyperprior.json")
     p.add_argument("--collect-only", action="store_true", help="only assemble the results from --work")
     return p
 
