@@ -66,3 +66,29 @@ def test_ddp_two_gloo_processes(tmp_path, cifar_root):
     assert (out / "model.pt").exists()
     rec = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
     assert rec["epoch"] == 1
+
+
+def test_distillation_from_a_float_teacher(tmp_path, cifar_root):
+    train, test = load_cifar10(cifar_root, "train"), load_cifar10(cifar_root, "test")
+    train_classifier(TrainConfig(epochs_bn=1, epochs_bsn=0, quantize=False, **FAST), train, test, tmp_path / "t",
+                     model_cfg=tiny_cfg(), progress=False)
+    teacher = str(tmp_path / "t" / "model.pt")
+    runs = {}
+    for name, extra in {"plain": {}, "kd": {"teacher": teacher, "kd_alpha": 0.9, "kd_temperature": 2.0}}.items():
+        train_classifier(TrainConfig(epochs_bn=1, epochs_bsn=1, warmup_bsn=0.0, **FAST, **extra), train, test,
+                         tmp_path / name, model_cfg=tiny_cfg(), progress=False)
+        runs[name] = [json.loads(l) for l in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+    # same seed, same batches: only the distillation term differs, so the training losses differ
+    assert runs["plain"][0]["train_loss"] != runs["kd"][0]["train_loss"]
+    saved = json.loads((tmp_path / "kd" / "config.json").read_text())["train"]
+    assert saved["teacher"] == teacher and saved["warmup_bsn"] == 0.0
+    with pytest.raises(ValueError, match="kd_alpha"):
+        train_classifier(TrainConfig(epochs_bn=1, epochs_bsn=0, teacher=teacher, kd_alpha=1.5, **FAST), train, test,
+                         tmp_path / "bad", model_cfg=tiny_cfg(), progress=False)
+
+
+def test_one_cycle_without_warmup_starts_at_full_lr():
+    from megabit.train.classifier import _one_cycle
+
+    assert _one_cycle(0, 100, 0.0) == 1.0 and _one_cycle(50, 100, 0.0) == 0.5
+    assert _one_cycle(0, 100, 0.1) == 0.1

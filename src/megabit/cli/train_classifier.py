@@ -27,6 +27,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--lr-bsn", type=float, default=d.lr_bsn)
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--warmup-bsn", type=float, default=d.warmup_bsn,
+                   help="warm-up fraction of the BSN phase (default: same as phase 1; 0: none)")
+    p.add_argument("--teacher", default=None, help="distil from this classifier model file (e.g. a --float run)")
+    p.add_argument("--kd-alpha", type=float, default=d.kd_alpha)
+    p.add_argument("--kd-temperature", type=float, default=d.kd_temperature)
     p.add_argument("--float", action="store_true", help="ablation: same architecture, no quantization")
     p.add_argument("--bn-only", action="store_true", help="ablation: keep BatchNorm for the whole budget")
     p.add_argument("--no-compile", action="store_true")
@@ -51,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = TrainConfig(preset=a.preset, epochs_bn=a.epochs_bn, epochs_bsn=a.epochs_bsn, batch_size=a.batch_size,
                       lr=a.lr, lr_bsn=a.lr_bsn, seed=a.seed, quantize=not a.float,
                       norm="bn-only" if a.bn_only else "bn", compile=not a.no_compile, bf16=a.bf16,
-                      threads=a.threads, limit_train=a.limit_train, limit_test=a.limit_test)
+                      threads=a.threads, limit_train=a.limit_train, limit_test=a.limit_test,
+                      warmup_bsn=a.warmup_bsn, teacher=a.teacher, kd_alpha=a.kd_alpha,
+                      kd_temperature=a.kd_temperature)
     train = load_cifar10(a.data_root, "train", a.limit_train)
     test = load_cifar10(a.data_root, "test", a.limit_test)
     ddp = "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1

@@ -52,6 +52,10 @@ class TrainConfig:
     limit_train: int | None = None
     limit_test: int | None = None
     threads: int | None = None
+    warmup_bsn: float | None = None  # warm-up fraction of the BSN phase; None: warmup_frac (0: start at lr_bsn)
+    teacher: str | None = None  # a classifier model file (e.g. the float run's model.pt) to distil from
+    kd_alpha: float = 0.7  # loss = (1 - a) CE(label-smoothed) + a T^2 KL(teacher_T || student_T)  [I]
+    kd_temperature: float = 4.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -111,6 +115,8 @@ def evaluate(model: NQE, data: Split, tta: bool = True, batch_size: int = 500) -
 
 
 def _one_cycle(step: int, total: int, warm: float) -> float:
+    if warm <= 0:
+        return max(0.0, (total - step) / max(1, total))
     w = max(1, int(total * warm))
     return (step + 1) / w if step < w else max(0.0, (total - step) / max(1, total - w))
 
@@ -156,6 +162,13 @@ def train_classifier(
     elif cfg.epochs_bsn > 0:  # ablation: spend the same budget with BatchNorm throughout
         phases = [("bn", cfg.epochs_bn + cfg.epochs_bsn, cfg.lr)]
     total_epochs = sum(p[1] for p in phases)
+    teacher = None
+    if cfg.teacher:
+        teacher = load_classifier(cfg.teacher).eval()
+        for p_ in teacher.parameters():
+            p_.requires_grad_(False)
+        if not (0.0 <= cfg.kd_alpha <= 1.0 and cfg.kd_temperature > 0):
+            raise ValueError("kd_alpha must be in [0, 1] and kd_temperature > 0")
 
     state = {"epoch": 0, "history": [], "wall": 0.0}
     ckpt_path = out / "checkpoint.pt"
@@ -205,7 +218,8 @@ def train_classifier(
         bar = tqdm(it, total=steps_per_epoch, desc=f"{phase} {epoch + 1}/{total_epochs}", disable=not progress or rank != 0, leave=False)
         for i, idx in enumerate(bar):
             step = (epoch - start) * steps_per_epoch + i
-            f = _one_cycle(step, n_ep * steps_per_epoch, cfg.warmup_frac)
+            warm = cfg.warmup_bsn if phase == "bsn" and cfg.warmup_bsn is not None else cfg.warmup_frac
+            f = _one_cycle(step, n_ep * steps_per_epoch, warm)
             for g in opt.param_groups:
                 g["lr"] = lr * f
             if world > 1:
@@ -215,6 +229,13 @@ def train_classifier(
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
                 logits = fwd(xb)
             loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
+            if teacher is not None:
+                with torch.no_grad():
+                    t_logits = teacher(xb).float()
+                T = cfg.kd_temperature
+                kd = F.kl_div(F.log_softmax(logits.float() / T, 1), F.log_softmax(t_logits / T, 1),
+                              reduction="batchmean", log_target=True) * T * T
+                loss = (1 - cfg.kd_alpha) * loss + cfg.kd_alpha * kd
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
