@@ -72,6 +72,23 @@ def rd_loss_value(model: nn.Module, x: Tensor, lmbda: float, batch: int = 8) -> 
     return {"loss": lmbda * 255**2 * mse + bpp, "bpp": bpp, "mse": mse}
 
 
+def _evaluate(images: Iterable[Tensor], code: Any, msssim: bool, **extra: Any) -> dict[str, Any]:
+    """Shared loop: ``code(x_padded) -> (x_hat_padded, bits, timings)`` per uint8 [3, H, W] image."""
+    rows = []
+    for im in images:
+        x = im.float().unsqueeze(0) / 255
+        xp, (h, w) = pad_to_multiple(x, 64)
+        x_hat, bits, timings = code(xp)
+        x_hat = (x_hat[..., :h, :w].clamp(0, 1) * 255).round() / 255
+        row = {"bpp": bits / (h * w), "psnr": float(psnr(x, x_hat)), **timings}
+        if msssim and min(h, w) > 160:
+            row["ms_ssim"] = float(ms_ssim(x, x_hat))
+        rows.append(row)
+    keys = rows[0].keys() if rows else []
+    return {"n_images": len(rows), **extra, **{f"mean_{k}": sum(r[k] for r in rows) / len(rows) for k in keys},
+            "per_image": rows}
+
+
 @torch.no_grad()
 def evaluate_bitstream(model: nn.Module, images: Iterable[Tensor], msssim: bool = True) -> dict[str, Any]:
     """Real-bitstream evaluation: bits from ``compress``, PSNR (and MS-SSIM) of ``decompress``.
@@ -80,23 +97,17 @@ def evaluate_bitstream(model: nn.Module, images: Iterable[Tensor], msssim: bool 
     cropped after decoding, and bpp counts all bytes of every string over the original pixel count.
     """
     model.eval()
-    rows = []
-    for im in images:
-        x = im.float().unsqueeze(0) / 255
-        xp, (h, w) = pad_to_multiple(x, 64)
+
+    def code(xp: Tensor):
         t0 = time.perf_counter()
         enc = model.compress(xp)
         t1 = time.perf_counter()
         dec = model.decompress(enc["strings"], enc["shape"])
         t2 = time.perf_counter()
-        x_hat = (dec["x_hat"][..., :h, :w].clamp(0, 1) * 255).round() / 255
         n_bytes = sum(len(s) for group in enc["strings"] for s in group)
-        row = {"bpp": 8 * n_bytes / (h * w), "psnr": float(psnr(x, x_hat)), "enc_s": t1 - t0, "dec_s": t2 - t1}
-        if msssim and min(h, w) > 160:
-            row["ms_ssim"] = float(ms_ssim(x, x_hat))
-        rows.append(row)
-    keys = rows[0].keys() if rows else []
-    return {"n_images": len(rows), **{f"mean_{k}": sum(r[k] for r in rows) / len(rows) for k in keys}, "per_image": rows}
+        return dec["x_hat"], 8 * n_bytes, {"enc_s": t1 - t0, "dec_s": t2 - t1}
+
+    return _evaluate(images, code, msssim)
 
 
 @torch.no_grad()
@@ -109,18 +120,11 @@ def evaluate_likelihood(model: nn.Module, images: Iterable[Tensor], msssim: bool
     stream framing that a real file carries; :func:`evaluate_bitstream` gives the real size.
     """
     model.eval()
-    rows = []
-    for im in images:
-        x = im.float().unsqueeze(0) / 255
-        xp, (h, w) = pad_to_multiple(x, 64)
+
+    def code(xp: Tensor):
         t0 = time.perf_counter()
         out = model(xp)
-        bits = sum(float(torch.log2(l.float()).sum()) for l in out["likelihoods"].values())
-        x_hat = (out["x_hat"][..., :h, :w].clamp(0, 1) * 255).round() / 255
-        row = {"bpp": -bits / (h * w), "psnr": float(psnr(x, x_hat)), "fwd_s": time.perf_counter() - t0}
-        if msssim and min(h, w) > 160:
-            row["ms_ssim"] = float(ms_ssim(x, x_hat))
-        rows.append(row)
-    keys = rows[0].keys() if rows else []
-    return {"n_images": len(rows), "rate": "likelihood estimate",
-            **{f"mean_{k}": sum(r[k] for r in rows) / len(rows) for k in keys}, "per_image": rows}
+        bits = -sum(float(torch.log2(l.float()).sum()) for l in out["likelihoods"].values())
+        return out["x_hat"], bits, {"fwd_s": time.perf_counter() - t0}
+
+    return _evaluate(images, code, msssim, rate="likelihood estimate")
