@@ -33,7 +33,7 @@ def synthetic_table(n_layers: int = 14, seed: int = 0):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser()
-    p.add_argument("--sensitivity", default=None)
+    p.add_argument("--sensitivity", default=None, nargs="*", help="sensitivity JSON file(s); default: synthetic")
     p.add_argument("--targets", default="0.35,0.5,0.625,0.75,0.9", help="fractions of the all-8-bit size")
     p.add_argument("--trials", type=int, default=5)
     p.add_argument("--grid-n", type=int, default=500)
@@ -41,35 +41,39 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     import torch
 
-    from megabit.search import SensitivityTable, adaptive_search, grid_search, size_bounds
+    from megabit.search import SensitivityTable, adaptive_search, grid_search, plan_size_bits, size_bounds
+    from megabit.search.allocate import uniform_bits
 
-    table = SensitivityTable.load(a.sensitivity) if a.sensitivity else synthetic_table()
-    lo, hi = size_bounds(table)
+    tables = [(f, SensitivityTable.load(f)) for f in a.sensitivity] if a.sensitivity else [("synthetic 14-layer",
+                                                                                          synthetic_table())]
     rows = []
-    for frac in [float(f) for f in a.targets.split(",")]:
-        target = frac * hi
-        if target < lo:
-            continue
-        ta, tg = [], []
-        for _ in range(a.trials):
-            ra = adaptive_search(table, target)
-            ta.append(ra.seconds)
-            rg = grid_search(table, target, n=a.grid_n)
-            tg.append(rg.seconds)
-        row = {"target_fraction_of_8bit": frac, "target_bits": int(target),
-               "adaptive": {"iterations": ra.iterations, "converged": ra.converged, "size_bits": ra.size_bits,
-                            "median_s": statistics.median(ta)},
-               "grid": {"iterations": rg.iterations, "converged": rg.converged, "size_bits": rg.size_bits,
-                        "median_s": statistics.median(tg)}}
-        row["time_ratio_grid_over_adaptive"] = row["grid"]["median_s"] / max(row["adaptive"]["median_s"], 1e-12)
-        rows.append(row)
-        print(f"target {frac:.3f} x 8-bit: adaptive {ra.iterations} it ({statistics.median(ta) * 1e3:.2f} ms, "
-              f"converged={ra.converged}) vs grid {rg.iterations} it ({statistics.median(tg) * 1e3:.2f} ms) "
-              f"-> x{row['time_ratio_grid_over_adaptive']:.1f}")
+    for name, table in tables:
+        lo, hi = size_bounds(table)
+        full8 = plan_size_bits(table.layers, uniform_bits(table, 8)) if 8 in table.bits else hi
+        for frac in [float(f) for f in a.targets.split(",")]:
+            target = frac * full8
+            if target < lo:
+                continue
+            runs = {"adaptive": lambda: adaptive_search(table, target),
+                    "adaptive-log": lambda: adaptive_search(table, target, bracket="log"),
+                    "grid": lambda: grid_search(table, target, n=a.grid_n)}
+            row = {"table": name, "n_layers": len(table.layers), "target_fraction_of_8bit": frac,
+                   "target_bits": int(target)}
+            for k, fn in runs.items():
+                ts = []
+                for _ in range(a.trials):
+                    r = fn()
+                    ts.append(r.seconds)
+                row[k] = {"iterations": r.iterations, "converged": r.converged, "size_bits": r.size_bits,
+                          "median_s": statistics.median(ts)}
+            row["time_ratio_grid_over_adaptive"] = row["grid"]["median_s"] / max(row["adaptive"]["median_s"], 1e-12)
+            rows.append(row)
+            print(f"{Path(name).parent.name or name} target {frac:.3f} x 8-bit: adaptive {row['adaptive']['iterations']} it "
+                  f"(converged={row['adaptive']['converged']}), adaptive-log {row['adaptive-log']['iterations']} it, "
+                  f"grid {row['grid']['iterations']} it -> time x{row['time_ratio_grid_over_adaptive']:.1f}")
     res = {"benchmark": "fmpq_search", "machine": platform.platform(), "processor": platform.processor(),
            "python": sys.version.split()[0], "numpy": np.__version__, "torch": torch.__version__,
-           "trials": a.trials, "table": a.sensitivity or "synthetic 14-layer", "n_layers": len(table.layers),
-           "rows": rows, "source": Path(__file__).read_text()}
+           "trials": a.trials, "tables": [t[0] for t in tables], "rows": rows, "source": Path(__file__).read_text()}
     if a.out:
         from megabit.utils import atomic_write_text
 

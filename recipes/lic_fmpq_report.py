@@ -191,3 +191,45 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def markdown(results_dir: str | Path, archs: list[str]) -> str:
+    """Tables for docs/fmpq.md from results/fmpq_<arch>.json."""
+    lines = []
+    for arch in archs:
+        f = Path(results_dir) / f"fmpq_{arch}.json"
+        if not f.exists():
+            continue
+        r = json.loads(f.read_text())
+        cfg = r["config"]
+        lam0 = next(iter(r["per_lambda"].values()))
+        tr = lam0.get("train", {})
+        lines += [f"### {arch} (N={cfg['N']}, M={cfg['M']}; rate: {r['eval_rate']})", "",
+                  f"Training: {tr.get('base_steps')} steps ({tr.get('base_minutes')} min) at lambda "
+                  f"{r['base_lmbda']}, then {tr.get('finetune_steps')} steps ({tr.get('finetune_minutes')} min) per "
+                  "lambda; every quantized variant: the same QAT.", "",
+                  "| vs | BD-rate PSNR (cubic) | (pchip) | BD-PSNR (dB) | BD-rate MS-SSIM dB (cubic) |",
+                  "|---|---|---|---|---|"]
+        for k, v in r["bd_vs"].items():
+            def fmt(x):
+                return f"{x:+.2f} %" if isinstance(x, (int, float)) else "n/a"
+            bdp = v.get("bd_psnr_cubic_db")
+            lines.append(f"| {k.replace('_vs_', ' vs ')} | {fmt(v.get('bd_rate_psnr_cubic'))} | "
+                         f"{fmt(v.get('bd_rate_psnr_pchip'))} | "
+                         f"{bdp:+.3f} |" if isinstance(bdp, (int, float)) else f"| {k} | n/a | n/a | n/a |")
+            if isinstance(bdp, (int, float)):
+                lines[-1] += f" {fmt(v.get('bd_rate_ms_ssim_db_cubic'))} |"
+        lines += ["", "| lambda | " + " | ".join(lam0["kodak"]) + " |", "|---|" + "---|" * len(lam0["kodak"])]
+        for lm, row in r["per_lambda"].items():
+            lines.append(f"| {lm} | " + " | ".join(f"{v['bpp']:.3f} / {v['psnr']:.2f}" for v in row["kodak"].values())
+                         + " |")
+        lines += ["", "Sizes at lambda " + list(r["per_lambda"])[-1] + " (plan bits -> rANS bytes; mean weight bits):", ""]
+        last = list(r["per_lambda"].values())[-1]
+        for v, e in last["kodak"].items():
+            if "size_bits" in e:
+                lines.append(f"- {v}: {e['size_bits']:,} bits ({e['mean_weight_bits']:.2f} b/w) -> "
+                             f"{e.get('ans_bytes', 0):,} B coded ({e.get('ans_bits_per_weight', 0):.2f} b/w)")
+        it = r["search_iterations"]
+        lines += ["", f"Adaptive search iterations: {it['adaptive']} (mean {it['adaptive_mean']}); "
+                      f"grid: {sorted(set(it['grid']))}", ""]
+    return "\n".join(lines)

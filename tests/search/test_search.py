@@ -70,6 +70,26 @@ def test_adaptive_hits_reachable_targets_within_one_percent(seed, n, beta):
     assert g.iterations == 200
 
 
+@given(seed=st.integers(0, 10**6), n=st.integers(2, 30), frac=st.floats(0.05, 0.95), tol=st.sampled_from([0.0, 0.002, 0.01]))
+@settings(max_examples=60, deadline=None)
+def test_breakpoint_bracketing_agrees_with_log_bisection(seed, n, frac, tol):
+    t = random_table(np.random.default_rng(seed), n, bits=tuple(range(2, 13)))
+    lo, hi = size_bounds(t)
+    target = lo + frac * (hi - lo)  # any target: reachable or inside a jump
+    a = adaptive_search(t, target, tol=tol)
+    b = adaptive_search(t, target, tol=tol, bracket="log")
+    assert a.converged == b.converged and a.method == "adaptive" and b.method == "adaptive-log"
+    if a.converged:  # both within tolerance (several steps of S may be)
+        assert abs(a.size_bits - target) <= tol * target and abs(b.size_bits - target) <= tol * target
+    else:  # target inside a jump: the same closest plan, found without bisecting down to min_ratio
+        assert a.size_bits == b.size_bits and a.iterations <= b.iterations
+    # after bracketing, at most ceil(log2(#distinct zeta)) + 1 evaluations
+    n_z = len(np.unique(t.zeta))
+    n_bracket = next(i for i, r in enumerate(a.trace) if i and (r["size_bits"] > target) != (a.trace[0]["size_bits"] > target)) \
+        if any((r["size_bits"] > target) != (a.trace[0]["size_bits"] > target) for r in a.trace) else len(a.trace)
+    assert a.iterations <= n_bracket + 1 + int(np.ceil(np.log2(n_z))) + 1
+
+
 def test_adaptive_unreachable_target_returns_closest_not_above():
     from megabit.search import LayerInfo
 
@@ -78,6 +98,8 @@ def test_adaptive_unreachable_target_returns_closest_not_above():
     # sizes reachable: 16064, 8064, 4064 (+64 for the two 32-bit scales); target 12000 sits in a jump
     r = adaptive_search(t, 12_000)
     assert not r.converged and r.size_bits == 8064
+    r_log = adaptive_search(t, 12_000, bracket="log")
+    assert not r_log.converged and r_log.size_bits == 8064 and r.iterations < r_log.iterations
 
 
 def test_exhaustive_agrees_with_sizes_and_beats_or_ties_adaptive_cost():
