@@ -137,7 +137,7 @@ def _train(argv: list[str]) -> None:
 
 def make_plans(sens_path: Path, ld: Path, unif: list[int]) -> None:
     """Uniform plans and FMPQ plans at the exact size of each uniform plan (adaptive + grid search)."""
-    from megabit.search import QuantPlan, SensitivityTable, adaptive_search, grid_search
+    from megabit.search import QuantPlan, SensitivityTable, adaptive_search, fill_budget, grid_search
     from megabit.search.allocate import uniform_bits
 
     table = SensitivityTable.load(sens_path)
@@ -151,6 +151,10 @@ def make_plans(sens_path: Path, ld: Path, unif: list[int]) -> None:
         plan = res.to_plan(table, sensitivity=str(sens_path), target_uniform_bits=b,
                            grid={"iterations": grid.iterations, "size_bits": grid.size_bits,
                                  "converged": grid.converged, "seconds": round(grid.seconds, 4)})
+        # a target inside a jump of S(beta) leaves budget unused: fill it greedily, never above uniform [I]
+        filled, steps = fill_budget(table, res.bits, target)
+        plan.meta.update({"search_size_bits": res.size_bits, "fill_steps": steps})
+        plan = QuantPlan(plan.layers, filled, plan.scale_bits, plan.meta)
         plan.save(ld / f"plan_fmpq{b}.json")
 
 

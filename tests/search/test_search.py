@@ -182,3 +182,20 @@ def test_sensitivity_file_roundtrip_and_corruption(tmp_path):
     (tmp_path / "bad2.json").write_text("{not json")
     with pytest.raises(ValueError, match="corrupted"):
         SensitivityTable.load(tmp_path / "bad2.json")
+
+
+@given(seed=st.integers(0, 10**6), n=st.integers(2, 20), frac=st.floats(0.05, 0.95))
+@settings(max_examples=40, deadline=None)
+def test_fill_budget_uses_leftover_budget_and_never_exceeds_it(seed, n, frac):
+    from megabit.search import fill_budget
+    from megabit.search.adaptive import predicted_cost
+
+    t = random_table(np.random.default_rng(seed), n, bits=tuple(range(2, 13)))
+    lo, hi = size_bounds(t)
+    target = lo + frac * (hi - lo)
+    r = adaptive_search(t, target * 0.995, tol=0.005)
+    bits, steps = fill_budget(t, r.bits, target)
+    size = plan_size_bits(t.layers, bits)
+    assert r.size_bits <= size <= target
+    assert predicted_cost(t, bits) <= predicted_cost(t, r.bits) + 1e-12  # every step lowers the zeta sum
+    assert all(bits[k] >= r.bits[k] for k in bits) and (steps > 0) == (bits != r.bits)

@@ -12,7 +12,7 @@ Works on any ``nn.Module`` with the CompressAI contract (``g_a``, ``g_s``, ``for
 ``{"x_hat", "likelihoods"}``), including a CompressAI model object.
 """
 
-from .adaptive import SearchResult, adaptive_search, exhaustive_search, grid_search, predicted_cost, size_bounds
+from .adaptive import SearchResult, adaptive_search, exhaustive_search, fill_budget, grid_search, predicted_cost, size_bounds
 from .allocate import allocate, size_at_beta, uniform_bits
 from .plan import QuantPlan
 from .qat import QATConfig, load_quantized, prepare_quantized, qat_finetune, save_quantized
@@ -34,7 +34,7 @@ from .sensitivity import SensitivityTable, layer_sensitivity
 
 __all__ = [
     "SensitivityTable", "layer_sensitivity", "allocate", "size_at_beta", "uniform_bits",
-    "SearchResult", "adaptive_search", "grid_search", "exhaustive_search", "predicted_cost", "size_bounds",
+    "SearchResult", "adaptive_search", "grid_search", "exhaustive_search", "fill_budget", "predicted_cost", "size_bounds",
     "QuantPlan", "QATConfig", "prepare_quantized", "qat_finetune", "save_quantized", "load_quantized",
     "FakeQuant", "LayerInfo", "apply_bits", "bake", "export_codes", "fake_quantize", "float_param_bits",
     "layer_infos", "plan_size_bits", "quantizable_layers", "check_codec_contract", "evaluate_bitstream", "evaluate_likelihood", "coded_size",

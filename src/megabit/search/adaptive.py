@@ -44,7 +44,7 @@ from .plan import QuantPlan
 from .quantize import plan_size_bits
 from .sensitivity import SensitivityTable
 
-__all__ = ["SearchResult", "size_bounds", "adaptive_search", "grid_search", "exhaustive_search"]
+__all__ = ["SearchResult", "size_bounds", "adaptive_search", "grid_search", "exhaustive_search", "fill_budget"]
 
 
 @dataclass
@@ -147,6 +147,36 @@ def adaptive_search(table: SensitivityTable, target_bits: float, tol: float = 0.
     _, _, bits, s, b = best  # type: ignore[misc]
     return SearchResult(bits, s, int(round(T)), b, len(trace), converged, "adaptive" if bracket == "breakpoints"
                         else "adaptive-log", time.perf_counter() - t0, trace)
+
+
+def fill_budget(table: SensitivityTable, bits: dict[str, int], max_bits: float,
+                scale_bits: int = 32) -> tuple[dict[str, int], int]:
+    """Greedy budget fill after the search (megabit's addition, not in the paper) [I].
+
+    Algorithm 1 can only reach the sizes on its beta path; a target inside a jump leaves budget
+    unused. Repeatedly raise one layer to its next candidate bit-width, the one with the largest zeta
+    decrease per added bit, while the size stays ``<= max_bits`` and the decrease is positive.
+    Returns ``(bits, steps)``.
+    """
+    bits = dict(bits)
+    size = plan_size_bits(table.layers, bits, scale_bits)
+    pos = {b: k for k, b in enumerate(table.bits)}
+    steps = 0
+    while True:
+        best = None
+        for n, li in enumerate(table.layers):
+            k = pos[bits[li.name]]
+            if k + 1 >= len(table.bits):
+                continue
+            add = li.n_weights * (table.bits[k + 1] - table.bits[k])
+            gain = (float(table.zeta[n, k]) - float(table.zeta[n, k + 1])) / add
+            if size + add <= max_bits and gain > 0 and (best is None or gain > best[0]):
+                best = (gain, li.name, table.bits[k + 1], add)
+        if best is None:
+            return bits, steps
+        bits[best[1]] = best[2]
+        size += best[3]
+        steps += 1
 
 
 def grid_search(table: SensitivityTable, target_bits: float, tol: float = 0.01, n: int = 500,
