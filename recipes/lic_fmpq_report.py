@@ -98,9 +98,7 @@ def collect(a) -> None:
                     rec[f"fmpq{b}"] = {"breakpoints": {"iterations": ra.iterations, "converged": ra.converged,
                                                        "size_bits": ra.size_bits},
                                        "log": {"iterations": rl.iterations, "converged": rl.converged,
-                                               "size_bits": rl.size_bits},
-                                       "shipped_plan_equals": [k for k, r_ in (("breakpoints", ra), ("log", rl))
-                                                               if r_.bits == plans.get(f"fmpq{b}", {}).get("bits")]}
+                                               "size_bits": rl.size_bits}}
                 row["search_recomputed"] = rec
             ev = {}
             for v in variants:
