@@ -47,6 +47,15 @@ def _bd(anchor: list[dict], test: list[dict]) -> dict:
     return out
 
 
+def _bd_table(curves: dict, variants: list[str], unif: list[int], n_lambdas: int) -> dict:
+    """Every variant against uniform 8-bit, and FMPQ against uniform at equal size (complete curves only)."""
+    if not curves.get("u8") or not all(len(c) == n_lambdas for c in curves.values()):
+        return {}
+    bd = {f"{v}_vs_u8": _bd(curves["u8"], curves[v]) for v in variants if v != "u8"}
+    bd.update({f"fmpq{b}_vs_u{b}": _bd(curves[f"u{b}"], curves[f"fmpq{b}"]) for b in unif})
+    return bd
+
+
 def collect(a) -> None:
     from megabit.search import QuantPlan, SensitivityTable, adaptive_search, coded_size, load_quantized
     from megabit.utils import atomic_write_text
@@ -130,20 +139,7 @@ def collect(a) -> None:
             if ev8:
                 row["kodak8_bitstream"] = ev8
             per_lambda[str(lm)] = row
-        bd = {}
-        if curves.get("u8") and all(len(c) == len(lams) for c in curves.values()):
-            for v in variants:
-                if v != "u8":
-                    bd[f"{v}_vs_u8"] = _bd(curves["u8"], curves[v])
-            for b in unif:
-                bd[f"fmpq{b}_vs_u{b}"] = _bd(curves[f"u{b}"], curves[f"fmpq{b}"])
-        bd8 = {}
-        if curves8.get("u8") and all(len(c) == len(lams) for c in curves8.values()):
-            for v in variants:
-                if v != "u8":
-                    bd8[f"{v}_vs_u8"] = _bd(curves8["u8"], curves8[v])
-            for b in unif:
-                bd8[f"fmpq{b}_vs_u{b}"] = _bd(curves8[f"u{b}"], curves8[f"fmpq{b}"])
+        bd, bd8 = _bd_table(curves, variants, unif, len(lams)), _bd_table(curves8, variants, unif, len(lams))
         iters = [v["breakpoints"]["iterations"] for row in per_lambda.values()
                  for v in row.get("search_recomputed", {}).values()]
         liters = [v["log"]["iterations"] for row in per_lambda.values() for v in row.get("search_recomputed", {}).values()]
