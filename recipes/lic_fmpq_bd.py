@@ -31,7 +31,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -53,7 +53,6 @@ class Stage:
     name: str
     deps: list[str]
     run: Callable[[], None]
-    done_files: list[Path] = field(default_factory=list)
 
 
 def build_parser() -> argparse.ArgumentParser:

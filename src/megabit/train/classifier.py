@@ -150,6 +150,13 @@ def train_classifier(
         torch.set_num_threads(cfg.threads)
     rank, world = _ddp_info()
     out = Path(out_dir)
+    teacher = None
+    if cfg.teacher:
+        teacher = load_classifier(cfg.teacher).eval()
+        for p_ in teacher.parameters():
+            p_.requires_grad_(False)
+        if not (0.0 <= cfg.kd_alpha <= 1.0 and cfg.kd_temperature > 0):
+            raise ValueError("kd_alpha must be in [0, 1] and kd_temperature > 0")
     out.mkdir(parents=True, exist_ok=True)
     mcfg = model_cfg or get_preset(cfg.preset)
     mcfg = mcfg.with_(quantize=cfg.quantize, norm="bn")
@@ -162,13 +169,6 @@ def train_classifier(
     elif cfg.epochs_bsn > 0:  # ablation: spend the same budget with BatchNorm throughout
         phases = [("bn", cfg.epochs_bn + cfg.epochs_bsn, cfg.lr)]
     total_epochs = sum(p[1] for p in phases)
-    teacher = None
-    if cfg.teacher:
-        teacher = load_classifier(cfg.teacher).eval()
-        for p_ in teacher.parameters():
-            p_.requires_grad_(False)
-        if not (0.0 <= cfg.kd_alpha <= 1.0 and cfg.kd_temperature > 0):
-            raise ValueError("kd_alpha must be in [0, 1] and kd_temperature > 0")
 
     state = {"epoch": 0, "history": [], "wall": 0.0}
     ckpt_path = out / "checkpoint.pt"
