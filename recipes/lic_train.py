@@ -27,7 +27,7 @@ from megabit.models.lic import LICConfig, build_codec
 from megabit.models.lic.checkpoint import CODEC_FORMAT
 from megabit.search.data import load_images, random_crops
 from megabit.search.rd import rd_terms
-from megabit.utils import atomic_save, use_bf16
+from megabit.utils import atomic_save, resolve_device, use_bf16
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start from the weights of another codec checkpoint of the same architecture "
                         "(e.g. a run at another lambda), with fresh optimizers")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="auto", help="auto (GPU if available, else CPU), cpu, cuda or cuda:N")
     p.add_argument("--save-every", type=float, default=60.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
@@ -59,8 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     a = build_parser().parse_args(argv)
     torch.set_num_threads(a.threads)
+    dev = resolve_device(a.device)
     cfg = LICConfig(a.arch, a.N, a.M)
-    model = build_codec(cfg)
+    model = build_codec(cfg).to(dev)  # before the optimizers load state: it follows the params' device
     main_params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
     aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
     opt = torch.optim.Adam(main_params, lr=a.lr)
@@ -85,15 +87,16 @@ def main(argv=None) -> int:
         model.load_state_dict(ck["state_dict"])
         print(f"initialised from {a.init} (lambda {ck['lmbda']}, step {ck['step']})", flush=True)
     images = load_images(a.data, min_side=a.crop)
-    bf16 = use_bf16(None if a.amp == "auto" else a.amp == "bf16")
-    amp = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
+    bf16 = use_bf16(None if a.amp == "auto" else a.amp == "bf16", dev.type)
+    amp = torch.autocast(dev.type, dtype=torch.bfloat16) if bf16 else nullcontext()
 
     def save() -> None:
         atomic_save({"format": CODEC_FORMAT, "version": 1, "config": cfg.to_dict(), "lmbda": a.lmbda,
-                     "state_dict": model.state_dict(), "optimizer": opt.state_dict(),
+                     "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "optimizer": opt.state_dict(),
                      "aux_optimizer": aux_opt.state_dict(), "step": step, "elapsed_s": elapsed,
                      "rng": gen.get_state(), "log": log, "args": vars(a),
-                     "hardware": f"CPU, torch threads={a.threads}, bf16={bf16}",
+                     "hardware": (f"CPU, torch threads={a.threads}" if dev.type == "cpu"
+                                  else torch.cuda.get_device_name(dev)) + f", bf16={bf16}",
                      "init": a.init}, out)
 
     try:
@@ -115,7 +118,7 @@ def main(argv=None) -> int:
     base = elapsed
     ema = None
     while step < a.steps and elapsed < budget and not stop["flag"]:
-        x = random_crops(images, a.batch, a.crop, gen)
+        x = random_crops(images, a.batch, a.crop, gen).to(dev, non_blocking=True)
         with amp:
             res = model(x)
         bpp, mse = rd_terms(res, x)

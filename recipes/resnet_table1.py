@@ -46,7 +46,7 @@ from megabit.models.resnet import (SCHEMES, ResNet, ResNetConfig, apply_levels, 
 from megabit.quant.entropy_reg import entropy_penalty
 from megabit.quant.precision import DEFAULT_CANDIDATES, PrecisionPlan, plan_precision
 from megabit.train.classifier import _one_cycle
-from megabit.utils import atomic_save, atomic_write_text, use_bf16
+from megabit.utils import atomic_save, atomic_write_text, resolve_device, use_bf16
 
 ENTROPY_SCHEMES = ("mixed-entropy",)
 
@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="bf16 autocast (default: only with native bf16; emulated bf16 is ~10x slower)")
     ap.add_argument("--resume", action="store_true", help="continue unfinished schemes, skip finished ones")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="auto", help="auto (GPU if available, else CPU), cpu, cuda or cuda:N")
     ap.add_argument("--no-progress", action="store_true")
     return ap
 
@@ -97,10 +98,11 @@ def hardware() -> dict:
 @torch.no_grad()
 def evaluate(model: ResNet, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> float:
     model.eval()
+    dev = next(model.parameters()).device
     ok = 0
     for i in range(0, len(y), batch_size):
-        xb = x[i : i + batch_size].contiguous(memory_format=torch.channels_last)
-        ok += int((model(xb).argmax(1) == y[i : i + batch_size]).sum())
+        xb = x[i : i + batch_size].to(dev).contiguous(memory_format=torch.channels_last)
+        ok += int((model(xb).argmax(1).cpu() == y[i : i + batch_size]).sum())
     return ok / max(1, len(y))
 
 
@@ -125,8 +127,9 @@ def train_scheme(scheme: str, a, train, test) -> dict:
     if a.resume and (run / "result.json").exists():
         return json.loads((run / "result.json").read_text())
     torch.manual_seed(a.seed)
+    dev = resolve_device(a.device)
     cfg = scheme_config(scheme)
-    model = ResNet(cfg)
+    model = ResNet(cfg).to(dev)
     opt = make_opt(model, a)
     state = {"epoch": 0, "history": [], "wall": 0.0, "plan": None}
     ck_path = run / "checkpoint.pt"
@@ -134,6 +137,7 @@ def train_scheme(scheme: str, a, train, test) -> dict:
         ck = torch.load(ck_path, map_location="cpu", weights_only=False)
         model = ResNet(ResNetConfig.from_dict(ck["config"]))
         model.load_state_dict(ck["model"])
+        model.to(dev)
         opt = make_opt(model, a)
         opt.load_state_dict(ck["optimizer"])
         state = ck["state"]
@@ -148,16 +152,16 @@ def train_scheme(scheme: str, a, train, test) -> dict:
 
     def do_plan():
         nonlocal model, opt
-        plan = choose_plan(model, a)
+        plan = choose_plan(model.cpu(), a)
         plan.save(run / "plan.json")
         old = opt.state_dict()
-        model = apply_levels(model, plan.levels()).to(memory_format=torch.channels_last)
+        model = apply_levels(model, plan.levels()).to(dev, memory_format=torch.channels_last)
         opt = make_opt(model, a)
         opt.load_state_dict(old)  # same parameter order: momentum buffers carry over
         state["plan"] = plan.to_dict()
         print(plan.summary(), flush=True)
 
-    amp = use_bf16(a.bf16)
+    amp = use_bf16(a.bf16, dev.type)
     while state["epoch"] < a.epochs:
         ep = state["epoch"]
         if use_penalty and state["plan"] is None and ep == switch:
@@ -171,9 +175,9 @@ def train_scheme(scheme: str, a, train, test) -> dict:
             f = _one_cycle(ep * steps + i, total, a.warmup_frac)
             for g in opt.param_groups:
                 g["lr"] = a.lr * f
-            xb = random_crop_flip(train.x[idx], generator=gen).contiguous(memory_format=torch.channels_last)
-            yb = train.y[idx]
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            xb = random_crop_flip(train.x[idx], generator=gen).to(dev).contiguous(memory_format=torch.channels_last)
+            yb = train.y[idx].to(dev)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
                 logits = model(xb)
             loss = F.cross_entropy(logits.float(), yb)
             if use_penalty and a.entropy_weight > 0:
@@ -198,12 +202,14 @@ def train_scheme(scheme: str, a, train, test) -> dict:
                "soft_bits_per_weight": tbits / max(1, i + 1) if use_penalty else None, "epoch_s": round(dt, 1)}
         state["history"].append(rec)
         print(f"[{scheme}] epoch {ep + 1}/{a.epochs} loss {rec['train_loss']:.3f} test {acc:.4f} ({dt:.0f}s)", flush=True)
-        atomic_save({"config": model.cfg.to_dict(), "model": model.state_dict(), "optimizer": opt.state_dict(),
+        atomic_save({"config": model.cfg.to_dict(), "model": {k: v.cpu() for k, v in model.state_dict().items()},
+                     "optimizer": opt.state_dict(),
                      "state": state, "rng": torch.get_rng_state()}, ck_path)
     if use_penalty and state["plan"] is None:  # epochs < 2: plan at the end, no fine-tuning after it
         do_plan()
         state["history"].append({"epoch": state["epoch"], "test_acc_after_plan": evaluate(model, test.x, test.y)})
 
+    model = model.cpu()
     acc = evaluate(model, test.x, test.y)
     rep = entropy_report(model, coder="tans")
     size = packed_size(model, report=rep)

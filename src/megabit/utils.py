@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_save", "use_bf16"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_save", "use_bf16", "resolve_device"]
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -62,3 +62,31 @@ def use_bf16(requested: bool | None = None, device: str = "cpu") -> bool:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except Exception:  # noqa: BLE001 - private op missing in some builds: be safe
         return False
+
+
+def resolve_device(requested: str | None = "auto") -> torch.device:
+    """``"auto"``/None: the local GPU when CUDA is available (``cuda:$LOCAL_RANK`` under torchrun),
+    else the CPU; anything else is passed to :class:`torch.device` (``"cpu"``, ``"cuda:1"``).
+
+    On CUDA, TF32 is switched off: the quantized models rely on fp32 sums of small integers being
+    exact (integer-exact inference), which TF32 convolutions and matmuls are not.
+    """
+    if requested in (None, "auto"):
+        if torch.cuda.is_available():
+            requested = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+        else:
+            requested = "cpu"
+    try:
+        dev = torch.device(requested)
+    except RuntimeError:
+        raise ValueError(f"unknown device {requested!r} (use auto, cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {requested!r} requested but CUDA is not available")
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        if dev.index is not None:
+            torch.cuda.set_device(dev)
+    elif dev.type != "cpu":
+        raise ValueError(f"unsupported device {requested!r} (use auto, cpu, cuda or cuda:N)")
+    return dev

@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import torch
 import pytest
 from PIL import Image
 
@@ -105,3 +106,46 @@ def test_bundled_model_roundtrip(tmp_path):
     assert megabit_main(["compress", str(src), "-o", str(tmp_path / "a.mbc"), "--rate", "0.125"]) == 0
     assert megabit_main(["decompress", str(tmp_path / "a.mbc"), "-o", str(tmp_path / "a.png.out.png")]) == 0
     assert Image.open(tmp_path / "a.png.out.png").size == (50, 37)
+
+
+def test_train_codec_init_trains_the_decoder_only(tmp_path, tiny_model_file):
+    """--init: encoder frozen, bit table kept, so the encoder hash (and old files) stay valid."""
+    d = tmp_path / "photos"
+    d.mkdir()
+    for i in range(6):
+        _img(d / f"{i}.png", size=(64, 64), seed=i)
+    out = tmp_path / "run"
+    from megabit.codec import train as mod
+    from megabit.codec.api import load_codec, model_hash
+
+    orig = mod.TrainCodecConfig
+    mod.TrainCodecConfig = lambda **kw: orig(**{**kw, "batch_crops": 2, "crop": 64, "n_val": 2})  # noqa: E731
+    try:
+        args = ["--data-root", str(d), "--out", str(out), "--init", str(tiny_model_file),
+                "--minutes", "5", "5", "5", "0.01", "--device", "cpu", "--lr-refine-dec", "1.0"]
+        assert train_codec.main(args) == 0
+    finally:
+        mod.TrainCodecConfig = orig
+    old, new = load_codec(tiny_model_file), load_codec(out / "model.pt")
+    for (k, a), b in zip(old.model.g_a.state_dict().items(), new.model.g_a.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert np.array_equal(old.bit_probs, new.bit_probs)
+    assert model_hash(old.model, old.bit_probs) == model_hash(new.model, new.bit_probs)
+    changed = [k for k, v in new.model.refine.state_dict().items() if not torch.equal(v, old.model.refine.state_dict()[k])]
+    assert changed, "the refinement module did not train"
+    res = json.loads((out / "result.json").read_text())
+    assert res["init"] == str(tiny_model_file)
+    # only the refine stage ran: every metric record belongs to it
+    assert {m["stage"] for m in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())} == {"refine"}
+
+
+def test_train_codec_init_refuses_an_unfinished_model(tmp_path):
+    from megabit.codec.train import load_init, save_codec
+    from megabit.models.patch_codec import PatchCodec, PatchCodecConfig
+
+    p = tmp_path / "float.pt"
+    save_codec(PatchCodec(PatchCodecConfig.tiny().with_(quantize=False)), p)
+    with pytest.raises(ValueError, match="not a finished codec"):
+        load_init(str(p))
+    with pytest.raises(ValueError, match="not found|unknown codec model"):
+        load_init(str(tmp_path / "missing.pt"))

@@ -92,3 +92,14 @@ def test_one_cycle_without_warmup_starts_at_full_lr():
 
     assert _one_cycle(0, 100, 0.0) == 1.0 and _one_cycle(50, 100, 0.0) == 0.5
     assert _one_cycle(0, 100, 0.1) == 0.1
+
+
+def test_device_is_a_config_field_and_checked(tmp_path, cifar_root):
+    train, test = load_cifar10(cifar_root, "train"), load_cifar10(cifar_root, "test")
+    res = train_classifier(TrainConfig(epochs_bn=1, epochs_bsn=0, device="cpu", **FAST), train, test, tmp_path / "cpu",
+                           model_cfg=tiny_cfg(), progress=False)
+    assert 0 <= res["accuracy"] <= 1
+    assert json.loads((tmp_path / "cpu" / "config.json").read_text())["train"]["device"] == "cpu"
+    with pytest.raises(ValueError, match="device"):
+        train_classifier(TrainConfig(epochs_bn=1, epochs_bsn=0, device="tpu", **FAST), train, test, tmp_path / "bad",
+                         model_cfg=tiny_cfg(), progress=False)

@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                    help="bf16 autocast (default: only where the CPU/GPU has native bf16)")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--device", default=d.device, help="auto (GPU if available, else CPU), cpu, cuda or cuda:N")
     p.add_argument("--limit-train", type=int, default=None)
     p.add_argument("--limit-test", type=int, default=None)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -58,12 +59,14 @@ def main(argv: list[str] | None = None) -> int:
                       norm="bn-only" if a.bn_only else "bn", compile=not a.no_compile, bf16=a.bf16,
                       threads=a.threads, limit_train=a.limit_train, limit_test=a.limit_test,
                       warmup_bsn=a.warmup_bsn, teacher=a.teacher, kd_alpha=a.kd_alpha,
-                      kd_temperature=a.kd_temperature)
+                      kd_temperature=a.kd_temperature, device=a.device)
     train = load_cifar10(a.data_root, "train", a.limit_train)
     test = load_cifar10(a.data_root, "test", a.limit_test)
     ddp = "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
     if ddp:
-        dist.init_process_group("gloo")
+        from megabit.utils import resolve_device
+
+        dist.init_process_group("nccl" if resolve_device(a.device).type == "cuda" else "gloo")
     rank = dist.get_rank() if ddp else 0
     try:
         res = train_classifier(cfg, train, test, a.out, resume=a.resume, progress=not a.quiet)

@@ -23,6 +23,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ms-ssim: 1 - MS-SSIM in the refine stage (patch stages stay MSE)")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                    help="bf16 autocast (default: only where the CPU has native bf16)")
+    p.add_argument("--init", default=None, metavar="MODEL",
+                   help="decoder-only continuation from a finished model (bundled name or model.pt): encoder frozen, "
+                        "only the REFINE minutes are used")
+    p.add_argument("--device", default="auto", help="auto (GPU if available), cpu, cuda or cuda:N")
+    p.add_argument("--lr-refine-dec", type=float, default=0.2,
+                   help="g_s learning rate in the refine stage, as a fraction of its lr")
     p.add_argument("--tiny", action="store_true", help="tiny model (smoke tests)")
     return p
 
@@ -36,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if not Path(a.data_root).is_dir():
         raise ValueError(f"not a folder: {a.data_root}")
-    tcfg = TrainCodecConfig(minutes=tuple(a.minutes), threads=a.threads, loss=a.loss, bf16=a.bf16)
+    tcfg = TrainCodecConfig(minutes=tuple(a.minutes), threads=a.threads, loss=a.loss, bf16=a.bf16,
+                            init=a.init, lr_refine_dec=a.lr_refine_dec, device=a.device)
     mcfg = PatchCodecConfig.tiny() if a.tiny else PatchCodecConfig()
     res = train_codec(a.data_root, a.out, tcfg, mcfg, resume=a.resume,
                       stop_after_s=None if a.stop_after_min is None else 60 * a.stop_after_min)

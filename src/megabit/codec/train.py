@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from ..data.images import load_folder, random_crops
 from ..models.patch_codec import PatchCodec, PatchCodecConfig
-from ..utils import atomic_save, atomic_write_text, use_bf16
+from ..utils import atomic_save, atomic_write_text, resolve_device, use_bf16
 from .metrics import ms_ssim_torch
 
 __all__ = ["TrainCodecConfig", "train_codec", "STAGES", "validate", "save_codec"]
@@ -56,6 +56,13 @@ class TrainCodecConfig:
     # "mse" or "ms-ssim": [I] the MS-SSIM variant uses 1 - MS-SSIM in the refine stage (frames),
     # MSE on the 32x32 patch stages (MS-SSIM is not defined on 32-pixel patches with 11-tap windows)
     loss: str = "mse"
+    # Decoder-only continuation ([I], not in the paper): start from a finished model (bundled name
+    # or model.pt), keep its encoder frozen and its bit table, and train only the refine stage
+    # (refinement + g_s). The codes do not change, so files written with the init model keep
+    # decoding (same encoder hash) — with the better decoder. Stages before "refine" are skipped.
+    init: str | None = None
+    lr_refine_dec: float = 0.2  # g_s learning rate in the refine stage, as a fraction of lr_refine
+    device: str = "auto"  # auto: GPU when CUDA is available, else CPU (batches are cut on the CPU)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -64,6 +71,9 @@ class TrainCodecConfig:
     def from_dict(cls, d: dict) -> "TrainCodecConfig":
         d = dict(d)
         d["minutes"] = tuple(d["minutes"])
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown codec training config fields: {sorted(unknown)}")
         return cls(**d)
 
 
@@ -82,11 +92,12 @@ def _psnr(mse: float) -> float:
 def validate(model: PatchCodec, val: torch.Tensor, refine: bool = True) -> dict:
     """PSNR (dB, 0..255, rounded output) per rate on held-out 256x256 training-set photos."""
     model.eval()
+    dev = next(model.parameters()).device
     out = {}
     for r in model.cfg.rates:
         se, n = 0.0, 0
         for i in range(val.shape[0]):
-            x = val[i : i + 1].float()
+            x = val[i : i + 1].float().to(dev)
             y = model(x, r, refine=refine)["x_hat"].round().clamp(0, 255)
             se += float(((y - x) ** 2).sum())
             n += x.numel()
@@ -97,7 +108,7 @@ def validate(model: PatchCodec, val: torch.Tensor, refine: bool = True) -> dict:
 def _float_to_quant(fm: PatchCodec) -> PatchCodec:
     """Quantized model initialised from the float one (same tensors; BN affine rescaled for HWMSB)."""
     qcfg = fm.cfg.with_(quantize=True, norm="bn")
-    qm = PatchCodec(qcfg)
+    qm = PatchCodec(qcfg).to(next(fm.parameters()).device)
     sd = fm.state_dict()
     missing = qm.load_state_dict(sd, strict=False)
     with torch.no_grad():
@@ -108,6 +119,25 @@ def _float_to_quant(fm: PatchCodec) -> PatchCodec:
             blk.norm.bias.mul_(0.3).add_(0.15)
     del missing
     return qm
+
+
+def load_init(init: str) -> tuple[PatchCodec, dict]:
+    """The model a decoder-only run starts from: a bundled name or a model.pt (quantized, BSN)."""
+    from .registry import asset_path
+
+    p = Path(init)
+    path = p if (p.suffix == ".pt" or p.is_file()) else asset_path(init)
+    if not path.is_file():
+        raise ValueError(f"init model not found: {path}")
+    obj = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(obj, dict) or "config" not in obj or "state_dict" not in obj:
+        raise ValueError(f"not a patch codec model file: {path}")
+    cfg = PatchCodecConfig.from_dict(obj["config"])
+    if not (cfg.quantize and cfg.norm == "bsn"):
+        raise ValueError(f"init model {path} is not a finished codec (quantized encoder with BSN)")
+    model = PatchCodec(cfg)
+    model.load_state_dict(obj["state_dict"])
+    return model, obj
 
 
 def _state(stage: int, elapsed: float, model: PatchCodec, opt, teacher, metrics, tcfg) -> dict:
@@ -122,7 +152,7 @@ def _state(stage: int, elapsed: float, model: PatchCodec, opt, teacher, metrics,
 
 def save_codec(model: PatchCodec, path: str | Path, extra: dict | None = None) -> None:
     """Small final file: config + state_dict (+ bit probabilities, training facts)."""
-    obj = {"config": model.cfg.to_dict(), "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+    obj = {"config": model.cfg.to_dict(), "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
     obj.update(extra or {})
     atomic_save(obj, path)
 
@@ -130,7 +160,8 @@ def save_codec(model: PatchCodec, path: str | Path, extra: dict | None = None) -
 def _make_opt(model: PatchCodec, stage: str, tcfg: TrainCodecConfig):
     if stage == "refine":
         groups = [{"params": list(model.refine.parameters()), "lr": tcfg.lr_refine, "base": tcfg.lr_refine},
-                  {"params": list(model.g_s.parameters()), "lr": tcfg.lr_refine * 0.2, "base": tcfg.lr_refine * 0.2}]
+                  {"params": list(model.g_s.parameters()), "lr": tcfg.lr_refine * tcfg.lr_refine_dec,
+                   "base": tcfg.lr_refine * tcfg.lr_refine_dec}]
     else:
         base = tcfg.lr if stage == "float" else tcfg.lr * 0.5
         dec_lr = base if stage == "float" else base * 0.3
@@ -153,7 +184,8 @@ def train_codec(
     torch.set_num_threads(tcfg.threads)
     if tcfg.loss not in ("mse", "ms-ssim"):
         raise ValueError(f"loss must be 'mse' or 'ms-ssim', got {tcfg.loss!r}")
-    amp = use_bf16(tcfg.bf16)
+    dev = resolve_device(tcfg.device)
+    amp = use_bf16(tcfg.bf16, dev.type)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     images = load_folder(data_root)
@@ -172,24 +204,34 @@ def train_codec(
         stage, elapsed = st["stage"], st["elapsed"]
         model = PatchCodec(PatchCodecConfig.from_dict(st["config"]))
         model.load_state_dict(st["state_dict"])
+        model.to(dev)
         if st["teacher"] is not None:
             teacher = PatchCodec(PatchCodecConfig.from_dict(st["teacher_config"]))
             teacher.load_state_dict(st["teacher"])
+            teacher.to(dev)
         metrics = st["metrics"]
         opt = _make_opt(model, STAGES[stage], tcfg) if stage < len(STAGES) else None
         if opt is not None and st["opt"] is not None:
             opt.load_state_dict(st["opt"])
         gen.manual_seed(tcfg.seed + len(metrics) + 1)
         log(f"resumed at stage {STAGES[min(stage, len(STAGES) - 1)]} ({elapsed:.0f}s into it)")
+    elif tcfg.init is not None:
+        model, _ = load_init(tcfg.init)
+        model.to(dev)
+        stage, elapsed = STAGES.index("refine"), 0.0
+        opt = _make_opt(model, "refine", tcfg)
+        atomic_write_text(out / "config.json", json.dumps({"train": tcfg.to_dict(), "model": model.cfg.to_dict()}, indent=2))
+        log(f"init from {tcfg.init}: encoder frozen, training the decoder (refine stage) only")
     else:
         stage, elapsed = 0, 0.0
-        model = PatchCodec(mcfg.with_(quantize=False, norm="bn"))
+        model = PatchCodec(mcfg.with_(quantize=False, norm="bn")).to(dev)
         opt = _make_opt(model, "float", tcfg)
         atomic_write_text(out / "config.json", json.dumps({"train": tcfg.to_dict(), "model": mcfg.to_dict()}, indent=2))
 
     t_call = time.time()
     rates = torch.tensor(model.cfg.rates)
-    total_prev = sum(tcfg.minutes[:stage]) * 60
+    first = STAGES.index("refine") if tcfg.init is not None else 0  # stages an init run skips
+    total_prev = sum(tcfg.minutes[first:stage]) * 60
     with open(out / "metrics.jsonl", "a") as mlog:
         while stage < len(STAGES):
             name = STAGES[stage]
@@ -209,14 +251,14 @@ def train_codec(
                 for g in opt.param_groups:
                     g["lr"] = _lr_at(g["base"], frac)
                 if name == "refine":
-                    x = random_crops(train, tcfg.batch_crops, tcfg.crop, gen).float()
-                    r = rates[torch.randint(0, len(rates), (x.shape[0],), generator=gen)]
+                    x = random_crops(train, tcfg.batch_crops, tcfg.crop, gen).float().to(dev)
+                    r = rates[torch.randint(0, len(rates), (x.shape[0],), generator=gen)].to(dev)
                     with torch.no_grad():
                         from ..models.patch_codec import patchify, unpatchify
 
                         codes = model.g_a(patchify(x))
                     gh = gw = tcfg.crop // 32
-                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+                    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
                         pr = r.repeat_interleave(gh * gw)
                         xp = unpatchify(model.decode_patches(codes, pr), x.shape[0], gh, gw)
                         xh = model.refine(xp.contiguous(memory_format=torch.channels_last), r.float() / model.cfg.max_bits)
@@ -225,14 +267,14 @@ def train_codec(
                     else:
                         loss = F.mse_loss(xh.float() * 255.0, x)
                 else:
-                    x = random_crops(train, tcfg.batch_patches, 32, gen).float()
-                    r = rates[torch.randint(0, len(rates), (x.shape[0],), generator=gen)]
-                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp and name == "float"):
+                    x = random_crops(train, tcfg.batch_patches, 32, gen).float().to(dev)
+                    r = rates[torch.randint(0, len(rates), (x.shape[0],), generator=gen)].to(dev)
+                    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp and name == "float"):
                         z = model.g_a.pre_sign(x)
                     from ..quant.ste import sign_ste
 
                     codes = sign_ste(z.float())
-                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+                    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
                         xh = model.decode_patches(codes, r)
                     loss = F.mse_loss(xh.float() * 255.0, x)
                     if teacher is not None and tcfg.distill > 0:
@@ -283,12 +325,22 @@ def train_codec(
                 opt = None
             atomic_save(_state(stage, 0.0, model, opt, teacher, metrics, tcfg), ckpt)
 
-    model.eval()
+    model = model.cpu().eval()
     from .entropy_model import fit_bit_probs
 
-    bit_probs = fit_bit_probs(model, train, gen)
+    minutes = sum(tcfg.minutes)
+    if tcfg.init is not None:  # same encoder: keep its bit table (and hence the encoder hash of its files)
+        init_model, init_obj = load_init(tcfg.init)
+        if any(not torch.equal(a, b) for a, b in zip(init_model.g_a.state_dict().values(), model.g_a.state_dict().values())):
+            raise RuntimeError("the encoder changed during a decoder-only run")
+        bit_probs = init_obj.get("bit_probs")
+        minutes = tcfg.minutes[STAGES.index("refine")] + float(init_obj.get("train", {}).get("train_minutes", 0.0))
+    if tcfg.init is None or bit_probs is None:
+        bit_probs = fit_bit_probs(model, train, gen)
     final = {"val_psnr": validate(model, val), "val_psnr_no_refine": validate(model, val, refine=False),
-             "train_minutes": round(sum(tcfg.minutes), 2), "metrics": metrics}
+             "train_minutes": round(minutes, 2), "metrics": metrics}
+    if tcfg.init is not None:
+        final["init"] = str(tcfg.init)
     save_codec(model, out / "model.pt", {"bit_probs": bit_probs, "train": {k: v for k, v in final.items() if k != "metrics"}})
     atomic_write_text(out / "result.json", json.dumps(final, indent=2))
     return final

@@ -9,7 +9,8 @@ Run directory layout: ``config.json``, ``metrics.jsonl`` (one JSON line per epoc
 ``checkpoint.pt`` (atomic, every epoch; ``resume=True`` continues from it) and ``model.pt``
 (the final small file: config + state_dict). Multi-process: launched under ``torchrun`` the
 loop uses torch.distributed (gloo on CPU) with DistributedDataParallel, each rank taking its
-shard of every batch.
+shard of every batch. On a GPU (``device="auto"`` picks it; NCCL under torchrun) batches are
+augmented on the CPU and moved to the device; TF32 is off so that BSN-mode sums stay integer-exact.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import torch.nn.functional as F
 
 from ..data.cifar import Split, batches, random_crop_flip
 from ..models.nqe import NQE, NQEConfig, get_preset
-from ..utils import atomic_save, atomic_write_text, use_bf16
+from ..utils import atomic_save, atomic_write_text, resolve_device, use_bf16
 
 __all__ = ["TrainConfig", "train_classifier", "evaluate", "load_classifier", "save_classifier"]
 
@@ -56,6 +57,7 @@ class TrainConfig:
     teacher: str | None = None  # a classifier model file (e.g. the float run's model.pt) to distil from
     kd_alpha: float = 0.7  # loss = (1 - a) CE(label-smoothed) + a T^2 KL(teacher_T || student_T)  [I]
     kd_temperature: float = 4.0
+    device: str = "auto"  # auto: the (local-rank) GPU when CUDA is available, else the CPU
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -96,13 +98,14 @@ def load_classifier(path: str | os.PathLike) -> NQE:
 def predict_logits(model: NQE, x: torch.Tensor, batch_size: int = 500, tta: bool = True) -> torch.Tensor:
     """fp32 logits (exact integer arithmetic in BSN mode), optionally summed over a horizontal flip."""
     model.eval()
+    dev = next(model.parameters()).device
     outs = []
     for i in range(0, len(x), batch_size):
-        xb = x[i : i + batch_size]
+        xb = x[i : i + batch_size].to(dev)
         lo = model(xb)
         if tta:
             lo = lo + model(xb.flip(3))
-        outs.append(lo)
+        outs.append(lo.float().cpu())
     return torch.cat(outs) if outs else torch.empty(0, model.cfg.num_classes)
 
 
@@ -128,6 +131,10 @@ def _param_groups(model: NQE, lr: float, wd: float):
     return [{"params": decay, "weight_decay": wd, "lr": lr}, {"params": no_decay, "weight_decay": 0.0, "lr": lr}]
 
 
+def _cpu_state(model: torch.nn.Module) -> dict:
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
 def _ddp_info() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
@@ -149,10 +156,11 @@ def train_classifier(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     rank, world = _ddp_info()
+    dev = resolve_device(cfg.device)
     out = Path(out_dir)
     teacher = None
     if cfg.teacher:
-        teacher = load_classifier(cfg.teacher).eval()
+        teacher = load_classifier(cfg.teacher).eval().to(dev)
         for p_ in teacher.parameters():
             p_.requires_grad_(False)
         if not (0.0 <= cfg.kd_alpha <= 1.0 and cfg.kd_temperature > 0):
@@ -160,9 +168,9 @@ def train_classifier(
     out.mkdir(parents=True, exist_ok=True)
     mcfg = model_cfg or get_preset(cfg.preset)
     mcfg = mcfg.with_(quantize=cfg.quantize, norm="bn")
-    amp = use_bf16(cfg.bf16)
+    amp = use_bf16(cfg.bf16, dev.type)
     torch.manual_seed(cfg.seed)
-    model = NQE(mcfg)
+    model = NQE(mcfg).to(dev)
     phases = [("bn", cfg.epochs_bn, cfg.lr)]
     if cfg.quantize and cfg.norm != "bn-only" and cfg.epochs_bsn > 0:
         phases.append(("bsn", cfg.epochs_bsn, cfg.lr_bsn))
@@ -178,6 +186,7 @@ def train_classifier(
         if ck["model_config"]["norm"] == "bsn":
             model.convert_to_bsn()
         model.load_state_dict(ck["model"])
+        model.to(dev)
         opt_state, state = ck["optimizer"], ck["state"]
         torch.set_rng_state(ck["rng"])
     if rank == 0:
@@ -196,6 +205,7 @@ def train_classifier(
             start += n_ep
         if phase == "bsn" and model.cfg.norm != "bsn":
             model.convert_to_bsn()
+            model.to(dev)
             opt_state = None
             if rank == 0:
                 r = evaluate(model, test, cfg.tta)
@@ -205,7 +215,7 @@ def train_classifier(
             cur_phase = phase
             net = model.to(memory_format=torch.channels_last)
             if world > 1:
-                net = torch.nn.parallel.DistributedDataParallel(net)
+                net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None)
             fwd = torch.compile(net) if cfg.compile else net
             opt = torch.optim.AdamW(_param_groups(model, lr, cfg.weight_decay), lr=lr, betas=(0.9, 0.99))
             if opt_state is not None:
@@ -224,9 +234,10 @@ def train_classifier(
                 g["lr"] = lr * f
             if world > 1:
                 idx = idx[rank::world]
-            xb = random_crop_flip(train.x[idx], generator=gen).contiguous(memory_format=torch.channels_last)
-            yb = train.y[idx]
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            xb = random_crop_flip(train.x[idx], generator=gen).to(dev, non_blocking=True)
+            xb = xb.contiguous(memory_format=torch.channels_last)
+            yb = train.y[idx].to(dev, non_blocking=True)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
                 logits = fwd(xb)
             loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
             if teacher is not None:
@@ -261,13 +272,13 @@ def train_classifier(
                 print(f"epoch {epoch}/{total_epochs} [{phase}] loss {rec['train_loss']:.3f} train {rec['train_acc']:.4f} "
                       f"test {rec['test_acc']:.4f} ({train_time:.0f}s, {rec['img_per_s']:.0f} img/s)", flush=True)
             state["epoch"] = epoch
-            atomic_save({"format": "megabit-nqe-ckpt", "model": model.state_dict(), "model_config": model.cfg.to_dict(),
+            atomic_save({"format": "megabit-nqe-ckpt", "model": _cpu_state(model), "model_config": model.cfg.to_dict(),
                          "optimizer": opt.state_dict(), "state": state, "rng": torch.get_rng_state()}, ckpt_path)
 
     final = evaluate(model, test, cfg.tta) if rank == 0 else {}
     result = {"accuracy": final.get("accuracy"), "per_class": final.get("per_class"), "epochs": total_epochs,
               "train_wall_s": round(state["wall"], 1), "notes": state.get("notes", {})}
     if rank == 0:
-        save_classifier(model, out / "model.pt", {"train": cfg.to_dict(), "result": result})
+        save_classifier(model.cpu(), out / "model.pt", {"train": cfg.to_dict(), "result": result})
         atomic_write_text(out / "result.json", json.dumps(result, indent=2))
     return result
