@@ -46,6 +46,16 @@ ARCHS = {  # name: (N, M, base minutes, fine-tune minutes, eval rate)
     "cheng2020-anchor": (48, 48, 14.0, 5.0, "likelihood"),
 }
 LAMBDAS = [0.0018, 0.0035, 0.0067, 0.0130]  # CompressAI quality 1-4
+KINDS = {"rd": "fmpq", "bd-proxy": "fmpqbdp"}  # sensitivity criterion -> variant prefix (files, reports)
+
+
+def fmpq_kinds(a) -> list[str]:
+    """Variant prefixes of the FMPQ plans the study makes (``--criteria``)."""
+    crit = [c.strip() for c in a.criteria.split(",") if c.strip()]
+    bad = [c for c in crit if c not in KINDS]
+    if bad or not crit:
+        raise SystemExit(f"lic_fmpq_bd: error: --criteria takes a comma list of {', '.join(KINDS)}, got {a.criteria!r}")
+    return [KINDS[c] for c in crit]
 
 
 @dataclass
@@ -66,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--minutes-scale", type=float, default=1.0, help="multiply every training budget")
     p.add_argument("--bits", default="2-12")
     p.add_argument("--uniform", default="8,6,4")
+    p.add_argument("--criteria", default="rd",
+                   help="sensitivity criteria of the FMPQ plans: rd (the paper's, variants fmpqB) and/or bd-proxy "
+                        "([I] relative rate + relative MSE change, variants fmpqbdpB)")
+    p.add_argument("--tag", default="", help="suffix of the result files: results/fmpq_<arch>[_<tag>].json")
     p.add_argument("--n-calib", type=int, default=8)
     p.add_argument("--calib-crop", type=int, default=128)
     p.add_argument("--qat-steps", type=int, default=80)
@@ -82,6 +96,7 @@ def stages_for(a) -> list[Stage]:
     w = Path(a.work)
     lams = [float(x) for x in a.lambdas.split(",")]
     unif = [int(x) for x in a.uniform.split(",")]
+    kinds = fmpq_kinds(a)
     out: list[Stage] = []
     later: list[Stage] = []
     for arch in a.archs.split(","):
@@ -104,12 +119,12 @@ def stages_for(a) -> list[Stage]:
                 ["sensitivity", "--checkpoint", str(ck), "--data", a.train_data, "--n-images", str(a.n_calib),
                  "--crop", str(a.calib_crop), "--bits", a.bits, "--out", str(sens)])))
             later.append(Stage(f"{arch}/l{lm}/plans", [f"{arch}/l{lm}/sens"],
-                               lambda ld=ld, sens=sens: make_plans(sens, ld, unif)))
+                               lambda ld=ld, sens=sens: make_plans(sens, ld, unif, kinds)))
             ev = ["--data", a.eval_data, "--rate", rate] + (["--limit", str(a.eval_limit)] if a.eval_limit else [])
             later.append(Stage(f"{arch}/l{lm}/eval_float", [tr], lambda ck=ck, ld=ld, ev=ev: fmpq.main(
                 ["eval", "--checkpoint", str(ck), *ev, "--out", str(ld / "kodak_float.json")])))
             for b in unif:
-                for kind in ("u", "fmpq"):
+                for kind in ("u", *kinds):
                     v = f"{kind}{b}"
                     q = ld / f"q_{v}.pt"
                     later.append(Stage(f"{arch}/l{lm}/qat_{v}", [f"{arch}/l{lm}/plans"],
@@ -134,27 +149,35 @@ def _train(argv: list[str]) -> None:
         raise SystemExit(f"training {out} stopped at {ck['elapsed_s'] / 60:.1f} of {minutes} min; rerun to resume")
 
 
-def make_plans(sens_path: Path, ld: Path, unif: list[int]) -> None:
-    """Uniform plans and FMPQ plans at the exact size of each uniform plan (adaptive + grid search)."""
+def make_plans(sens_path: Path, ld: Path, unif: list[int], kinds: list[str] = ("fmpq",)) -> None:
+    """Uniform plans and FMPQ plans at the exact size of each uniform plan (adaptive + grid search),
+    one set per sensitivity criterion (``kinds``: variant prefixes of :data:`KINDS`)."""
+    crit = {v: k for k, v in KINDS.items()}
+    for kind in kinds:
+        _make_plans(sens_path, ld, unif, kind, crit[kind], write_uniform=kind == kinds[0])
+
+
+def _make_plans(sens_path: Path, ld: Path, unif: list[int], kind: str, criterion: str, write_uniform: bool) -> None:
     from megabit.search import QuantPlan, SensitivityTable, adaptive_search, fill_budget, grid_search
     from megabit.search.allocate import uniform_bits
 
-    table = SensitivityTable.load(sens_path)
+    table = SensitivityTable.load(sens_path).rescored(criterion)
     for b in unif:
         up = QuantPlan(list(table.layers), uniform_bits(table, b), meta={"method": "uniform", "bits": b})
-        up.save(ld / f"plan_u{b}.json")
+        if write_uniform:
+            up.save(ld / f"plan_u{b}.json")
         target = up.size_bits
         # equal size: the plan may not exceed the uniform size (tol one-sided is emulated by aiming 0.5 % low)
         res = adaptive_search(table, target * 0.995, tol=0.005)
         grid = grid_search(table, target * 0.995, tol=0.005)
-        plan = res.to_plan(table, sensitivity=str(sens_path), target_uniform_bits=b,
+        plan = res.to_plan(table, sensitivity=str(sens_path), target_uniform_bits=b, criterion=criterion,
                            grid={"iterations": grid.iterations, "size_bits": grid.size_bits,
                                  "converged": grid.converged, "seconds": round(grid.seconds, 4)})
         # a target inside a jump of S(beta) leaves budget unused: fill it greedily, never above uniform [I]
         filled, steps = fill_budget(table, res.bits, target)
         plan.meta.update({"search_size_bits": res.size_bits, "fill_steps": steps})
         plan = QuantPlan(plan.layers, filled, plan.scale_bits, plan.meta)
-        plan.save(ld / f"plan_fmpq{b}.json")
+        plan.save(ld / f"plan_{kind}{b}.json")
 
 
 # ---------------------------------------------------------------- workers ----

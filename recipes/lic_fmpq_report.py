@@ -47,23 +47,31 @@ def _bd(anchor: list[dict], test: list[dict]) -> dict:
     return out
 
 
-def _bd_table(curves: dict, variants: list[str], unif: list[int], n_lambdas: int) -> dict:
+def _bd_table(curves: dict, variants: list[str], unif: list[int], n_lambdas: int,
+              kinds: tuple[str, ...] = ("fmpq",)) -> dict:
     """Every variant against uniform 8-bit, and FMPQ against uniform at equal size (complete curves only)."""
     if not curves.get("u8") or not all(len(c) == n_lambdas for c in curves.values()):
         return {}
     bd = {f"{v}_vs_u8": _bd(curves["u8"], curves[v]) for v in variants if v != "u8"}
-    bd.update({f"fmpq{b}_vs_u{b}": _bd(curves[f"u{b}"], curves[f"fmpq{b}"]) for b in unif})
+    bd.update({f"{k}{b}_vs_u{b}": _bd(curves[f"u{b}"], curves[f"{k}{b}"]) for k in kinds for b in unif if b != 8})
+    if len(kinds) > 1:  # the criteria against each other at equal size
+        bd.update({f"{k}{b}_vs_{kinds[0]}{b}": _bd(curves[f"{kinds[0]}{b}"], curves[f"{k}{b}"])
+                   for k in kinds[1:] for b in unif})
     return bd
 
 
 def collect(a) -> None:
+    from lic_fmpq_bd import fmpq_kinds
+
     from megabit.search import QuantPlan, SensitivityTable, adaptive_search, coded_size, load_quantized
     from megabit.utils import atomic_write_text
 
     w = Path(a.work)
     lams = [float(x) for x in a.lambdas.split(",")]
     unif = [int(x) for x in a.uniform.split(",")]
-    variants = ["float"] + [f"{k}{b}" for b in unif for k in ("u", "fmpq")]
+    kinds = tuple(fmpq_kinds(a))
+    variants = ["float"] + [f"{k}{b}" for b in unif for k in ("u", *kinds)]
+    tag = f"_{a.tag}" if a.tag else ""
     summary = {}
     curves_all = {}
     for arch in a.archs.split(","):
@@ -90,12 +98,12 @@ def collect(a) -> None:
                                                for li, zr in zip(s.layers, s.zeta)}}
             plans = {}
             for b in unif:
-                for k in ("u", "fmpq"):
+                for k in ("u", *kinds):
                     p = ld / f"plan_{k}{b}.json"
                     if p.exists():
                         pl = QuantPlan.load(p)
                         plans[f"{k}{b}"] = {"size_bits": pl.size_bits, "mean_weight_bits": round(pl.mean_bits, 4),
-                                            **({"bits": pl.bits, "search": pl.meta} if k == "fmpq" else {})}
+                                            **({"bits": pl.bits, "search": pl.meta} if k != "u" else {})}
             row["plans"] = plans
             if (ld / "sens.json").exists() and plans:  # both bracketings, recomputed from the cached table
                 rec = {}
@@ -139,7 +147,8 @@ def collect(a) -> None:
             if ev8:
                 row["kodak8_bitstream"] = ev8
             per_lambda[str(lm)] = row
-        bd, bd8 = _bd_table(curves, variants, unif, len(lams)), _bd_table(curves8, variants, unif, len(lams))
+        bd, bd8 = (_bd_table(curves, variants, unif, len(lams), kinds),
+                   _bd_table(curves8, variants, unif, len(lams), kinds))
         iters = [v["breakpoints"]["iterations"] for row in per_lambda.values()
                  for v in row.get("search_recomputed", {}).values()]
         liters = [v["log"]["iterations"] for row in per_lambda.values() for v in row.get("search_recomputed", {}).values()]
@@ -170,17 +179,19 @@ def collect(a) -> None:
                                           "adaptive_log = bisection in log beta (our reading of the paper); both "
                                           "recomputed from the cached sensitivity tables"},
             "per_lambda": per_lambda,
-            "reproduce": "python recipes/lic_fmpq_bd.py --work runs/fmpqbd (x2 workers); "
+            "criteria": {k: c for c, k in __import__("lic_fmpq_bd").KINDS.items() if k in kinds},
+            "reproduce": " ".join(sys.argv) if a.tag else
+                         "python recipes/lic_fmpq_bd.py --work runs/fmpqbd (x2 workers); "
                          "python recipes/lic_fmpq_bd.py --work runs/fmpqbd --collect",
         }
-        atomic_write_text(Path(a.results) / f"fmpq_{arch}.json", json.dumps(res, indent=1))
+        atomic_write_text(Path(a.results) / f"fmpq_{arch}{tag}.json", json.dumps(res, indent=1))
         summary[arch] = {"complete": res["complete"], **{k: {kk: vv for kk, vv in v.items() if "pchip" not in kk}
                                                           for k, v in bd.items()}}
         curves_all[arch] = curves
         print(f"{arch}: " + json.dumps(summary[arch]))
     if curves_all:
-        plot(curves_all, Path(a.results) / "fmpq_rd_kodak.png")
-    atomic_write_text(Path(a.results) / "fmpq_bd_summary.json", json.dumps(summary, indent=1))
+        plot(curves_all, Path(a.results) / f"fmpq_rd_kodak{tag}.png")
+    atomic_write_text(Path(a.results) / f"fmpq_bd_summary{tag}.json", json.dumps(summary, indent=1))
 
 
 def plot(curves_all: dict, path: Path, published_root: str = "/work/shared/compressai_kodak_results") -> None:
@@ -192,7 +203,8 @@ def plot(curves_all: dict, path: Path, published_root: str = "/work/shared/compr
     fig, axes = plt.subplots(1, len(curves_all), figsize=(5.2 * len(curves_all), 4.6), squeeze=False)
     style = {"float": ("k", "-", "o"), "u8": ("tab:blue", "-", "s"), "fmpq8": ("tab:blue", "--", "^"),
              "u6": ("tab:green", "-", "s"), "fmpq6": ("tab:green", "--", "^"),
-             "u4": ("tab:red", "-", "s"), "fmpq4": ("tab:red", "--", "^")}
+             "u4": ("tab:red", "-", "s"), "fmpq4": ("tab:red", "--", "^"),
+             "fmpqbdp8": ("tab:blue", ":", "v"), "fmpqbdp6": ("tab:green", ":", "v"), "fmpqbdp4": ("tab:red", ":", "v")}
     for ax, (arch, curves) in zip(axes[0], curves_all.items()):
         pub = Path(published_root) / f"{PUBLISHED[arch]}.json"
         if pub.is_file():

@@ -66,3 +66,35 @@ def test_fmpq_study_stage_locks(tmp_path):
     names = [s.name for s in study.stages_for(study.build_parser().parse_args(["--work", str(tmp_path)]))]
     assert len(names) == len(set(names)) == 3 + 3 * 4 * (4 + 2 * 3 * 2)
     assert names[:3] == [f"{a}/base" for a in study.ARCHS]
+
+
+def test_fmpq_study_second_criterion_makes_its_own_plans(tmp_path):
+    import sys
+
+    import torch
+
+    from megabit.search import QuantPlan, layer_sensitivity
+
+    sys.path.insert(0, str(ROOT / "recipes"))
+    try:
+        import lic_fmpq_bd as study
+    finally:
+        sys.path.remove(str(ROOT / "recipes"))
+    a = study.build_parser().parse_args(["--work", str(tmp_path), "--archs", "scale-hyperprior",
+                                         "--criteria", "rd,bd-proxy", "--uniform", "8,4"])
+    names = [s.name for s in study.stages_for(a)]
+    assert len(names) == len(set(names)) == 1 + 4 * (4 + 2 * 3 * 2)
+    assert "scale-hyperprior/l0.0067/qat_fmpqbdp4" in names
+    with pytest.raises(SystemExit, match="criteria"):
+        study.fmpq_kinds(study.build_parser().parse_args(["--criteria", "psnr"]))
+
+    from tests.search.helpers import tiny_codec
+
+    sens = tmp_path / "sens.json"
+    layer_sensitivity(tiny_codec(), torch.rand(2, 3, 64, 64), 0.01, bits=range(2, 13)).save(sens)
+    study.make_plans(sens, tmp_path, [8, 4], ["fmpq", "fmpqbdp"])
+    for b in (8, 4):
+        u = QuantPlan.load(tmp_path / f"plan_u{b}.json")
+        for k, crit in (("fmpq", "rd"), ("fmpqbdp", "bd-proxy")):
+            p = QuantPlan.load(tmp_path / f"plan_{k}{b}.json")
+            assert p.meta["criterion"] == crit and p.size_bits <= u.size_bits

@@ -61,6 +61,10 @@ def test_cli_end_to_end(tmp_path, capsys):
     assert p.meta["method"] == "adaptive" and p.meta["iterations"] >= 1
     assert fmpq.main(["search", "--sensitivity", str(sens), "--target-size", "60%", "--method", "grid",
                       "--out", str(tmp_path / "pg.json")]) == 0
+    assert fmpq.main(["search", "--sensitivity", str(sens), "--target-size", "60%", "--criterion", "bd-proxy",
+                      "--kappa", "0.5", "--out", str(tmp_path / "pb.json")]) == 0
+    pb = QuantPlan.load(tmp_path / "pb.json")
+    assert pb.meta["criterion"] == "bd-proxy" and pb.meta["kappa"] == 0.5 and p.meta["criterion"] == "rd"
     assert fmpq.main(["qat", "--checkpoint", str(ck), "--plan", str(plan), "--data", str(data), "--steps", "2",
                       "--batch", "2", "--crop", "64", "--out", str(q)]) == 0
     assert fmpq.main(["eval", "--quantized", str(q), "--data", str(data), "--out", str(tmp_path / "e.json")]) == 0

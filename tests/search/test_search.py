@@ -37,6 +37,21 @@ def test_sensitivity_matches_definition():
         q = rd_loss_value(net, x, 0.01)["loss"]
     assert t.zeta_of("h_s.4", 2) == pytest.approx((q - fp) / fp, rel=1e-9)
     assert abs(t.zeta_of("g_s.6", 8)) < abs(t.zeta_of("g_s.6", 2))
+    # bd-proxy: relative rate change + kappa x relative MSE change, from the stored terms
+    with temporarily_quantized(m, 2):
+        qt = rd_loss_value(net, x, 0.01)
+    f = rd_loss_value(net, x, 0.01)
+    for kappa in (1.0, 0.5):
+        b = t.rescored("bd-proxy", kappa)
+        want = (qt["bpp"] - f["bpp"]) / f["bpp"] + kappa * (qt["mse"] - f["mse"]) / f["mse"]
+        assert b.zeta_of("h_s.4", 2) == pytest.approx(want, rel=1e-9)
+        assert b.meta["criterion"] == "bd-proxy" and t.meta["criterion"] == "rd"
+    assert t.rescored("rd") is t
+    with pytest.raises(ValueError, match="unknown sensitivity criterion"):
+        t.rescored("psnr")
+    old = SensitivityTable(t.layers, t.bits, t.zeta, t.rd_float, t.lmbda, {})
+    with pytest.raises(ValueError, match="recompute it"):
+        old.rescored("bd-proxy")
 
 
 @given(seed=st.integers(0, 10**6), n=st.integers(1, 12), mode=st.sampled_from(["scan", "lowest"]))

@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--method", choices=["adaptive", "grid", "exhaustive"], default="adaptive")
     r.add_argument("--beta0", type=float, default=0.01)
     r.add_argument("--mode", choices=["scan", "lowest"], default="scan")
+    r.add_argument("--criterion", choices=["rd", "bd-proxy"], default="rd",
+                   help="rd: the paper's relative RD-loss change; bd-proxy [I]: relative rate + kappa x relative MSE change")
+    r.add_argument("--kappa", type=float, default=1.0, help="weight of the relative MSE change in bd-proxy")
     r.add_argument("--out", required=True)
 
     q = sub.add_parser("qat", help="quantization-aware fine-tuning on the RD loss")
@@ -161,7 +164,7 @@ def _sensitivity(a: argparse.Namespace) -> int:
 def _search(a: argparse.Namespace) -> int:
     from megabit.search import SensitivityTable, adaptive_search, exhaustive_search, grid_search, size_bounds
 
-    table = SensitivityTable.load(a.sensitivity)
+    table = SensitivityTable.load(a.sensitivity).rescored(a.criterion, a.kappa)
     lo, hi = size_bounds(table)
     target = parse_size(a.target_size, hi)
     if a.method == "adaptive":
@@ -170,7 +173,8 @@ def _search(a: argparse.Namespace) -> int:
         res = grid_search(table, target, tol=a.tol, mode=a.mode)
     else:
         res = exhaustive_search(table, target, tol=a.tol)
-    plan = res.to_plan(table, sensitivity=str(a.sensitivity), codec_config=table.meta.get("config"))
+    plan = res.to_plan(table, sensitivity=str(a.sensitivity), codec_config=table.meta.get("config"),
+                       criterion=a.criterion, **({"kappa": a.kappa} if a.criterion != "rd" else {}))
     plan.save(a.out)
     status = "within" if res.converged else "NOT within"
     print(f"{res.method}: {res.iterations} iterations, beta={res.beta}, size {res.size_bits} bits "

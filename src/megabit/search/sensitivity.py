@@ -6,6 +6,12 @@ others stay float, and::
     zeta_n(b) = (RD_n(b) - RD_fp) / RD_fp,     RD = lambda * 255^2 * MSE + bpp
 
 on a fixed calibration batch, in eval mode (rounding, no noise) so that the table is deterministic.
+The table also keeps the rate and distortion of every entry, so that a search can re-score it with
+another criterion (:meth:`SensitivityTable.rescored`): ``"rd"`` is the paper's; ``"bd-proxy"`` [I]
+(megabit's, not in the paper) is ``(R_n(b) - R_fp)/R_fp + kappa (D_n(b) - D_fp)/D_fp``, a first-order
+estimate of the BD-rate change (at typical RD slopes 1 % more MSE costs about as much as 1 % more
+rate, kappa = 1). It does not let a rate increase hide behind a distortion-dominated RD loss, which
+the paper's criterion does when lambda * 255^2 * MSE is most of the loss (an under-trained codec).
 Cost: ``n_layers * len(bits)`` forward passes over the calibration batch, done once; every later
 search step only reads the table.
 """
@@ -27,7 +33,9 @@ from megabit.utils import atomic_write_text
 from .quantize import LayerInfo, layer_infos, quantizable_layers, temporarily_quantized
 from .rd import check_codec_contract, rd_loss_value
 
-__all__ = ["SensitivityTable", "layer_sensitivity", "SENSITIVITY_FORMAT"]
+__all__ = ["SensitivityTable", "layer_sensitivity", "SENSITIVITY_FORMAT", "CRITERIA"]
+
+CRITERIA = ("rd", "bd-proxy")
 
 SENSITIVITY_FORMAT = "megabit-fmpq-sensitivity"
 
@@ -54,6 +62,27 @@ class SensitivityTable:
 
     def zeta_of(self, name: str, b: int) -> float:
         return float(self.zeta[[li.name for li in self.layers].index(name), self.bits.index(b)])
+
+    def rescored(self, criterion: str = "rd", kappa: float = 1.0) -> "SensitivityTable":
+        """The same table with zeta computed by ``criterion`` (see the module docstring)."""
+        if criterion == "rd":
+            return self
+        if criterion != "bd-proxy":
+            raise ValueError(f"unknown sensitivity criterion {criterion!r} (choose from {', '.join(CRITERIA)})")
+        if not kappa >= 0:
+            raise ValueError(f"kappa must be >= 0, got {kappa}")
+        m = self.meta
+        if "bpp" not in m or "mse" not in m or "rd_float_terms" not in m:
+            raise ValueError("this sensitivity table has no per-entry rate/distortion (made by an older megabit): "
+                             "recompute it to use criterion 'bd-proxy'")
+        r = np.asarray(m["bpp"], dtype=np.float64)
+        d = np.asarray(m["mse"], dtype=np.float64)
+        r0, d0 = float(m["rd_float_terms"]["bpp"]), float(m["rd_float_terms"]["mse"])
+        if r.shape != self.zeta.shape or d.shape != self.zeta.shape or not (r0 > 0 and d0 > 0):
+            raise ValueError("corrupted sensitivity file: rate/distortion entries do not match the table")
+        zeta = (r - r0) / r0 + kappa * (d - d0) / d0
+        return SensitivityTable(self.layers, self.bits, zeta, self.rd_float, self.lmbda,
+                                {**m, "criterion": criterion, "kappa": kappa})
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": SENSITIVITY_FORMAT, "version": 1, "lmbda": self.lmbda, "rd_float": self.rd_float,
@@ -101,15 +130,17 @@ def layer_sensitivity(model: nn.Module, x: Tensor, lmbda: float, bits: Sequence[
         raise ValueError("some requested layers are not quantizable layers of the model")
     bits = sorted(set(int(b) for b in bits))
     zeta = np.zeros((len(infos), len(bits)))
-    rds = np.zeros_like(zeta)
+    rds, bpps, mses = np.zeros_like(zeta), np.zeros_like(zeta), np.zeros_like(zeta)
     for n, li in enumerate(infos):
         for k, b in enumerate(bits):
             with temporarily_quantized(all_layers[li.name], b):
-                rd = rd_loss_value(model, x, lmbda)["loss"]
-            rds[n, k] = rd
+                terms = rd_loss_value(model, x, lmbda)
+            rd = terms["loss"]
+            rds[n, k], bpps[n, k], mses[n, k] = rd, terms["bpp"], terms["mse"]
             zeta[n, k] = (rd - rd_fp["loss"]) / rd_fp["loss"]
         if progress is not None:
             progress(n + 1, len(infos), li.name)
     meta = {"calibration_shape": list(x.shape), "rd_float_terms": rd_fp, "rd": rds.tolist(),
+            "bpp": bpps.tolist(), "mse": mses.tolist(), "criterion": "rd",
             "seconds": round(time.perf_counter() - t0, 2), "forward_passes": 1 + len(infos) * len(bits)}
     return SensitivityTable(infos, bits, zeta, rd_fp["loss"], float(lmbda), meta)
