@@ -16,6 +16,14 @@ def _img(path, size=(70, 45), mode="RGB", seed=0):
     return path
 
 
+def _photos(tmp_path, n=6):
+    d = tmp_path / "photos"
+    d.mkdir()
+    for i in range(n):
+        _img(d / f"{i}.png", size=(64, 64), seed=i)
+    return d
+
+
 def test_compress_decompress_file(tmp_path, tiny_model_file):
     src = _img(tmp_path / "a.png", mode="RGBA")
     # tiny model rates are 32/64 bits, so 0.125 bpp (128 bits) must be refused
@@ -70,10 +78,7 @@ def test_eval_codec(tmp_path, tiny_model_file):
 
 @pytest.mark.parametrize("loss", ["mse", "ms-ssim"])
 def test_train_codec_smoke(tmp_path, loss):
-    d = tmp_path / "photos"
-    d.mkdir()
-    for i in range(6):
-        _img(d / f"{i}.png", size=(64, 64), seed=i)
+    d = _photos(tmp_path)
     out = tmp_path / "run"
     args = ["--data-root", str(d), "--out", str(out), "--tiny", "--minutes", "0.01", "0.01", "0.01", "0.01", "--loss", loss]
     from megabit.codec import train as tr
@@ -110,10 +115,7 @@ def test_bundled_model_roundtrip(tmp_path):
 
 def test_train_codec_init_trains_the_decoder_only(tmp_path, tiny_model_file):
     """--init: encoder frozen, bit table kept, so the encoder hash (and old files) stay valid."""
-    d = tmp_path / "photos"
-    d.mkdir()
-    for i in range(6):
-        _img(d / f"{i}.png", size=(64, 64), seed=i)
+    d = _photos(tmp_path)
     out = tmp_path / "run"
     from megabit.codec import train as mod
     from megabit.codec.api import load_codec, model_hash
