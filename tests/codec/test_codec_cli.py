@@ -76,11 +76,12 @@ def test_eval_codec(tmp_path, tiny_model_file):
     assert png.stat().st_size > 1000
 
 
-@pytest.mark.parametrize("loss", ["mse", "ms-ssim"])
-def test_train_codec_smoke(tmp_path, loss):
+@pytest.mark.parametrize("loss,binarize", [("mse", "ste"), ("ms-ssim", "stochastic")])
+def test_train_codec_smoke(tmp_path, loss, binarize):
     d = _photos(tmp_path)
     out = tmp_path / "run"
-    args = ["--data-root", str(d), "--out", str(out), "--tiny", "--minutes", "0.01", "0.01", "0.01", "0.01", "--loss", loss]
+    args = ["--data-root", str(d), "--out", str(out), "--tiny", "--minutes", "0.01", "0.01", "0.01", "0.01", "--loss", loss,
+            "--binarize", binarize]
     from megabit.codec import train as tr
 
     orig = tr.TrainCodecConfig

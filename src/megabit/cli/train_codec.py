@@ -26,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", default=None, metavar="MODEL",
                    help="decoder-only continuation from a finished model (bundled name or model.pt): encoder frozen, "
                         "only the REFINE minutes are used")
+    p.add_argument("--binarize", choices=["ste", "stochastic"], default="ste",
+                   help="code binarization in the float stage: sign STE, or a +-1 draw with mean tanh(z)")
     p.add_argument("--device", default="auto", help="auto (GPU if available), cpu, cuda or cuda:N")
     p.add_argument("--lr-refine-dec", type=float, default=0.2,
                    help="g_s learning rate in the refine stage, as a fraction of its lr")
@@ -43,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(a.data_root).is_dir():
         raise ValueError(f"not a folder: {a.data_root}")
     tcfg = TrainCodecConfig(minutes=tuple(a.minutes), threads=a.threads, loss=a.loss, bf16=a.bf16,
-                            init=a.init, lr_refine_dec=a.lr_refine_dec, device=a.device)
+                            init=a.init, lr_refine_dec=a.lr_refine_dec, device=a.device,
+                            binarize=a.binarize)
     mcfg = PatchCodecConfig.tiny() if a.tiny else PatchCodecConfig()
     res = train_codec(a.data_root, a.out, tcfg, mcfg, resume=a.resume,
                       stop_after_s=None if a.stop_after_min is None else 60 * a.stop_after_min)

@@ -63,6 +63,10 @@ class TrainCodecConfig:
     init: str | None = None
     lr_refine_dec: float = 0.2  # g_s learning rate in the refine stage, as a fraction of lr_refine
     device: str = "auto"  # auto: GPU when CUDA is available, else CPU (batches are cut on the CPU)
+    # code binarization in the patch stages: "ste" = sign with a straight-through gradient (the shipped
+    # model's); "stochastic" [I] = +-1 drawn with mean tanh(z) in the float stage (Toderici et al. 2016),
+    # sign STE in the QAT stages (the integer encoder's code is sign(z) either way)
+    binarize: str = "ste"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -184,6 +188,8 @@ def train_codec(
     torch.set_num_threads(tcfg.threads)
     if tcfg.loss not in ("mse", "ms-ssim"):
         raise ValueError(f"loss must be 'mse' or 'ms-ssim', got {tcfg.loss!r}")
+    if tcfg.binarize not in ("ste", "stochastic"):
+        raise ValueError(f"binarize must be 'ste' or 'stochastic', got {tcfg.binarize!r}")
     dev = resolve_device(tcfg.device)
     amp = use_bf16(tcfg.bf16, dev.type)
     out = Path(out_dir)
@@ -271,9 +277,12 @@ def train_codec(
                     r = rates[torch.randint(0, len(rates), (x.shape[0],), generator=gen)].to(dev)
                     with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp and name == "float"):
                         z = model.g_a.pre_sign(x)
-                    from ..quant.ste import sign_ste
+                    from ..quant.ste import sign_ste, stochastic_sign_ste
 
-                    codes = sign_ste(z.float())
+                    if tcfg.binarize == "stochastic" and name == "float":
+                        codes = stochastic_sign_ste(z.float(), gen)
+                    else:
+                        codes = sign_ste(z.float())
                     with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
                         xh = model.decode_patches(codes, r)
                     loss = F.mse_loss(xh.float() * 255.0, x)

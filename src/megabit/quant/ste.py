@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["round_ste", "floor_ste", "sign_ste", "clamp_leaky"]
+__all__ = ["round_ste", "floor_ste", "sign_ste", "stochastic_sign_ste", "clamp_leaky"]
 
 
 class RoundSTE(torch.autograd.Function):
@@ -98,3 +98,31 @@ def clamp_leaky(x: torch.Tensor, lo: float, hi: float, slope: float = 0.01) -> t
     tensor([0.1000, 1.0000, 0.1000])
     """
     return ClampLeaky.apply(x, float(lo), float(hi), float(slope))
+
+
+class StochasticSignSTE(torch.autograd.Function):
+    """Stochastic binarization of ``t`` in [-1, 1] (Raiko et al. 2014; Toderici et al. 2016):
+    +1 with probability ``(1 + t) / 2``, else -1, so that ``E[b] = t``; gradient 1 (of the expectation)."""
+
+    @staticmethod
+    def forward(ctx, t, u):  # type: ignore[override]
+        return torch.where(u < (1 + t) / 2, torch.ones_like(t), -torch.ones_like(t))
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        return g, None
+
+
+def stochastic_sign_ste(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Training-time binarization: ``t = tanh(x)`` then a ±1 draw with mean ``t`` (gradient through tanh).
+
+    At inference the same code is ``sign(x)`` (deterministic), the draw's most likely value.
+
+    >>> import torch
+    >>> b = stochastic_sign_ste(torch.full((10000,), 0.5493), torch.Generator().manual_seed(0))  # tanh = 0.5
+    >>> round(float(b.mean()), 1), sorted(set(b.tolist()))
+    (0.5, [-1.0, 1.0])
+    """
+    t = torch.tanh(x)
+    u = torch.rand(t.shape, generator=generator, dtype=t.dtype, device="cpu").to(t.device)
+    return StochasticSignSTE.apply(t, u)
