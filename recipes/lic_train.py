@@ -68,6 +68,7 @@ def main(argv=None) -> int:
     opt = torch.optim.Adam(main_params, lr=a.lr)
     aux_opt = torch.optim.Adam(aux_params, lr=a.aux_lr)
     gen = torch.Generator().manual_seed(a.seed)
+    torch.manual_seed(a.seed)  # the entropy models' training noise comes from the global RNG
     step, elapsed, log = 0, 0.0, []
     out = Path(a.out)
     if out.exists():
@@ -79,6 +80,8 @@ def main(argv=None) -> int:
         aux_opt.load_state_dict(ck["aux_optimizer"])
         step, elapsed, log = ck["step"], ck["elapsed_s"], ck.get("log", [])
         gen.set_state(ck["rng"])
+        if "torch_rng" in ck:
+            torch.set_rng_state(ck["torch_rng"])
         print(f"resumed {out} at step {step} ({elapsed / 60:.1f} min)", flush=True)
     elif a.init:
         ck = torch.load(a.init, map_location="cpu", weights_only=False)
@@ -94,7 +97,7 @@ def main(argv=None) -> int:
         atomic_save({"format": CODEC_FORMAT, "version": 1, "config": cfg.to_dict(), "lmbda": a.lmbda,
                      "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "optimizer": opt.state_dict(),
                      "aux_optimizer": aux_opt.state_dict(), "step": step, "elapsed_s": elapsed,
-                     "rng": gen.get_state(), "log": log, "args": vars(a),
+                     "rng": gen.get_state(), "torch_rng": torch.get_rng_state(), "log": log, "args": vars(a),
                      "hardware": (f"CPU, torch threads={a.threads}" if dev.type == "cpu"
                                   else torch.cuda.get_device_name(dev)) + f", bf16={bf16}",
                      "init": a.init}, out)

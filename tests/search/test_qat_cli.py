@@ -90,3 +90,19 @@ def test_cli_end_to_end(tmp_path, capsys):
     assert "corrupted plan" in err and len(err.strip().splitlines()) == 1
     assert megabit_main(["fmpq", "size", str(tmp_path / "bad.json")]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_qat_is_deterministic_whatever_the_global_rng_state(tmp_path):
+    images = load_images(write_images(tmp_path / "img", n=2))
+    outs = []
+    for burn in (0, 5):
+        net = tiny_codec()
+        infos = layer_infos(net)
+        prepare_quantized(net, QuantPlan(infos, {li.name: 4 for li in infos}), leak=0.01)
+        torch.manual_seed(123)
+        torch.rand(burn)  # a process that ran other work first has another global RNG state
+        state = torch.get_rng_state()
+        hist = qat_finetune(net, images, QATConfig(lmbda=0.01, steps=2, batch=2, crop=64, lr=1e-3), log_every=1)
+        assert torch.equal(torch.get_rng_state(), state)  # the caller's RNG is left as it was
+        outs.append(([h["loss"] for h in hist], net.g_a[0].parametrizations.weight.original.detach().clone()))
+    assert outs[0][0] == outs[1][0] and torch.equal(outs[0][1], outs[1][1])

@@ -71,7 +71,19 @@ def prepare_quantized(model: nn.Module, plan: QuantPlan, leak: float = 0.01, lea
 
 def qat_finetune(model: nn.Module, images: list[Tensor], cfg: QATConfig,
                  log: Callable[[dict[str, Any]], None] | None = None, log_every: int = 25) -> list[dict[str, Any]]:
-    """Fine-tune an already :func:`prepare_quantized` model in place; returns the logged history."""
+    """Fine-tune an already :func:`prepare_quantized` model in place; returns the logged history.
+
+    Deterministic for a given ``cfg.seed``: the crops come from a seeded generator and the training
+    noise of the entropy models (drawn from torch's global RNG) from a forked, seeded global RNG, so
+    the result does not depend on what the process ran before (the caller's RNG state is restored).
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        return _qat_loop(model, images, cfg, log, log_every)
+
+
+def _qat_loop(model: nn.Module, images: list[Tensor], cfg: QATConfig,
+              log: Callable[[dict[str, Any]], None] | None, log_every: int) -> list[dict[str, Any]]:
     gen = torch.Generator().manual_seed(cfg.seed)
     scales = [p for n, p in model.named_parameters() if n.endswith(".scale") and "parametrizations" in n]
     aux = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
