@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--criteria", default="rd",
                    help="sensitivity criteria of the FMPQ plans: rd (the paper's, variants fmpqB) and/or bd-proxy "
                         "([I] relative rate + relative MSE change, variants fmpqbdpB)")
+    p.add_argument("--noise-seeds", type=int, default=0,
+                   help="also QAT uniform 8-bit with seeds 1..N (variants u8s1..): BD-rate u8sK vs u8 is the "
+                        "run-to-run noise floor of the equal-QAT comparisons")
     p.add_argument("--tag", default="", help="suffix of the result files: results/fmpq_<arch>[_<tag>].json")
     p.add_argument("--n-calib", type=int, default=8)
     p.add_argument("--calib-crop", type=int, default=128)
@@ -135,6 +138,17 @@ def stages_for(a) -> list[Stage]:
                     later.append(Stage(f"{arch}/l{lm}/eval_{v}", [f"{arch}/l{lm}/qat_{v}"],
                                        lambda q=q, ld=ld, v=v, ev=ev: fmpq.main(
                                            ["eval", "--quantized", str(q), *ev, "--out", str(ld / f"kodak_{v}.json")])))
+            for k in range(1, a.noise_seeds + 1):  # the same uniform 8-bit plan, another QAT seed
+                v = f"u8s{k}"
+                q = ld / f"q_{v}.pt"
+                later.append(Stage(f"{arch}/l{lm}/qat_{v}", [f"{arch}/l{lm}/plans"],
+                                   lambda ck=ck, ld=ld, q=q, k=k: fmpq.main(
+                                       ["qat", "--checkpoint", str(ck), "--plan", str(ld / "plan_u8.json"),
+                                        "--data", a.train_data, "--steps", str(a.qat_steps), "--batch", "8",
+                                        "--crop", "128", "--threads", str(a.threads), "--seed", str(k), "--out", str(q)])))
+                later.append(Stage(f"{arch}/l{lm}/eval_{v}", [f"{arch}/l{lm}/qat_{v}"],
+                                   lambda q=q, ld=ld, v=v, ev=ev: fmpq.main(
+                                       ["eval", "--quantized", str(q), *ev, "--out", str(ld / f"kodak_{v}.json")])))
     return out + later
 
 

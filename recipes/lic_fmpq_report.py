@@ -70,7 +70,7 @@ def collect(a) -> None:
     lams = [float(x) for x in a.lambdas.split(",")]
     unif = [int(x) for x in a.uniform.split(",")]
     kinds = tuple(fmpq_kinds(a))
-    variants = ["float"] + [f"{k}{b}" for b in unif for k in ("u", *kinds)]
+    variants = ["float"] + [f"{k}{b}" for b in unif for k in ("u", *kinds)] + [f"u8s{k}" for k in range(1, a.noise_seeds + 1)]
     tag = f"_{a.tag}" if a.tag else ""
     summary = {}
     curves_all = {}
