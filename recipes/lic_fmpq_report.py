@@ -241,11 +241,11 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-def markdown(results_dir: str | Path, archs: list[str]) -> str:
-    """Tables for docs/fmpq.md from results/fmpq_<arch>.json."""
+def markdown(results_dir: str | Path, archs: list[str], tag: str = "") -> str:
+    """Tables for docs/fmpq.md from results/fmpq_<arch>[_<tag>].json."""
     lines = []
     for arch in archs:
-        f = Path(results_dir) / f"fmpq_{arch}.json"
+        f = Path(results_dir) / f"fmpq_{arch}{'_' + tag if tag else ''}.json"
         if not f.exists():
             continue
         r = json.loads(f.read_text())
