@@ -152,3 +152,6 @@ def test_train_codec_init_refuses_an_unfinished_model(tmp_path):
         load_init(str(p))
     with pytest.raises(ValueError, match="not found|unknown codec model"):
         load_init(str(tmp_path / "missing.pt"))
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match="not a patch codec model file"):
+        load_init(str(tmp_path / "junk.pt"))

@@ -133,14 +133,20 @@ def load_init(init: str) -> tuple[PatchCodec, dict]:
     path = p if (p.suffix == ".pt" or p.is_file()) else asset_path(init)
     if not path.is_file():
         raise ValueError(f"init model not found: {path}")
-    obj = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - truncated / not a torch file
+        raise ValueError(f"not a patch codec model file: {path} ({type(e).__name__})") from None
     if not isinstance(obj, dict) or "config" not in obj or "state_dict" not in obj:
         raise ValueError(f"not a patch codec model file: {path}")
     cfg = PatchCodecConfig.from_dict(obj["config"])
     if not (cfg.quantize and cfg.norm == "bsn"):
         raise ValueError(f"init model {path} is not a finished codec (quantized encoder with BSN)")
     model = PatchCodec(cfg)
-    model.load_state_dict(obj["state_dict"])
+    try:
+        model.load_state_dict(obj["state_dict"])
+    except RuntimeError as e:
+        raise ValueError(f"{path}: weights do not match its config ({str(e).splitlines()[0]})") from None
     return model, obj
 
 
@@ -192,6 +198,8 @@ def train_codec(
         raise ValueError(f"binarize must be 'ste' or 'stochastic', got {tcfg.binarize!r}")
     dev = resolve_device(tcfg.device)
     amp = use_bf16(tcfg.bf16, dev.type)
+    if tcfg.init is not None:
+        load_init(tcfg.init)  # a bad --init fails before the run folder is created
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     images = load_folder(data_root)
