@@ -87,3 +87,30 @@ def test_specific_errors(tmp_path):
         read_mbit(tmp_path / "missing.mbit")
     with pytest.raises(MbitError, match="truncated"):
         read_mbit(_FILE[:40])
+
+
+def test_version_1_files_still_read_and_upgrade_in_place_of_their_crcs():
+    import struct
+    import zlib
+
+    from megabit.fmt import spec as S
+    from megabit.fmt.mbit import upgrade_mbit
+
+    # rebuild the v1 form of _FILE: version 1, section CRCs over the payload only
+    v1 = bytearray(_FILE)
+    v1[4:6] = struct.pack("<H", 1)
+    v1[12:16] = (zlib.crc32(bytes(v1[:12])) & 0xFFFFFFFF).to_bytes(4, "little")
+    pos = S.MBIT_HEADER.size
+    while pos < len(v1):
+        length = struct.unpack_from("<I", v1, pos + 4)[0]
+        payload = bytes(v1[pos + 12 : pos + 12 + length])
+        v1[pos + 8 : pos + 12] = (zlib.crc32(payload) & 0xFFFFFFFF).to_bytes(4, "little")
+        pos += 12 + length
+    v1 = bytes(v1)
+    assert mbit_to_integer(read_mbit(v1)).head.codes.tolist() == _NET.head.codes.tolist()
+    assert upgrade_mbit(v1) == _FILE  # same sections, v2 CRCs
+    # the v2 CRC catches a flipped section-header field that v1 could not (here: the config's coder)
+    flipped = bytearray(_FILE)
+    flipped[S.MBIT_HEADER.size + 1] ^= 1
+    with pytest.raises(MbitError, match="CRC mismatch in section 0"):
+        read_mbit(bytes(flipped))

@@ -3,7 +3,8 @@
 Layout (little-endian; constants in :mod:`megabit.fmt.spec`, prose in docs/format.md)::
 
     header   "MBIT" | version u16 | flags u16 | n_sections u32 | crc32(previous 12 bytes) u32
-    section  tag u8 | coder u8 | index u16 | length u32 | crc32(payload) u32 | payload[length]
+    section  tag u8 | coder u8 | index u16 | length u32 | crc32(those 8 bytes + payload) u32 | payload[length]
+             (version 1 files, still read: crc32(payload) only)
       CONFIG  JSON {"kind": "nqe-classifier", "config": NQEConfig.to_dict(), "meta": {...}}
       CONV    levels u8 | shift u8 | offset_bits u8 | groups u8 | n_weights u32 | out u16 |
               table_bytes u16 | offsets (out x offset_bits, two's complement, LSB-first bits,
@@ -122,7 +123,8 @@ def encode_mbit(net: IntegerNQE | IntegerPatchEncoder, coder: str = "tans", tabl
     head12 = S.MBIT_HEADER.pack(S.MBIT_MAGIC, S.MBIT_VERSION, 0, len(secs), 0)[:12]
     out = bytearray(head12 + (zlib.crc32(head12) & 0xFFFFFFFF).to_bytes(4, "little"))
     for s in secs:
-        out += S.MBIT_SECTION.pack(s.tag, s.coder, s.index, len(s.payload), zlib.crc32(s.payload) & 0xFFFFFFFF)
+        head8 = S.MBIT_SECTION.pack(s.tag, s.coder, s.index, len(s.payload), 0)[:8]
+        out += head8 + (zlib.crc32(s.payload, zlib.crc32(head8)) & 0xFFFFFFFF).to_bytes(4, "little")
         out += s.payload
     return bytes(out)
 
@@ -135,6 +137,25 @@ def write_mbit(net: IntegerNQE | IntegerPatchEncoder, path: str | os.PathLike, *
 
 
 # --- decoding ----------------------------------------------------------------------------
+def upgrade_mbit(data: bytes) -> bytes:
+    """A version-1 .mbit file rewritten as version 2: same sections and payloads byte for byte, only the
+    version field and the CRCs change (v2's section CRC also covers the section header). Verified first."""
+    read_mbit(data)
+    magic, version, flags, n_sec, _ = S.MBIT_HEADER.unpack_from(data, 0)
+    if version == S.MBIT_VERSION:
+        return bytes(data)
+    head12 = S.MBIT_HEADER.pack(magic, S.MBIT_VERSION, flags, n_sec, 0)[:12]
+    out = bytearray(head12 + (zlib.crc32(head12) & 0xFFFFFFFF).to_bytes(4, "little"))
+    pos = S.MBIT_HEADER.size
+    for _ in range(n_sec):
+        tag, coder, index, length, _crc = S.MBIT_SECTION.unpack_from(data, pos)
+        head8 = data[pos : pos + 8]
+        payload = data[pos + S.MBIT_SECTION.size : pos + S.MBIT_SECTION.size + length]
+        out += head8 + (zlib.crc32(payload, zlib.crc32(head8)) & 0xFFFFFFFF).to_bytes(4, "little") + payload
+        pos += S.MBIT_SECTION.size + length
+    return bytes(out)
+
+
 def read_mbit(src: str | os.PathLike | bytes) -> MbitFile:
     """Parse and verify a .mbit file (no weight decoding yet)."""
     if isinstance(src, (bytes, bytearray, memoryview)):
@@ -153,8 +174,9 @@ def read_mbit(src: str | os.PathLike | bytes) -> MbitFile:
         raise MbitError(f"not a .mbit file (magic {magic!r})")
     if zlib.crc32(data[:12]) & 0xFFFFFFFF != crc:
         raise MbitError("corrupted .mbit header (CRC mismatch)")
-    if version != S.MBIT_VERSION:
-        raise MbitError(f"unsupported .mbit version {version} (this megabit reads version {S.MBIT_VERSION})")
+    if version not in S.MBIT_READ_VERSIONS:
+        raise MbitError(f"unsupported .mbit version {version} (this megabit reads versions "
+                        f"{', '.join(map(str, S.MBIT_READ_VERSIONS))})")
     if not 2 <= n_sec <= S.MAX_SECTIONS:
         raise MbitError(f"corrupted .mbit header ({n_sec} sections)")
     pos, secs = S.MBIT_HEADER.size, []
@@ -162,12 +184,14 @@ def read_mbit(src: str | os.PathLike | bytes) -> MbitFile:
         if pos + S.MBIT_SECTION.size > len(data):
             raise MbitError(f"truncated .mbit file (section {k} header missing)")
         tag, coder, index, length, scrc = S.MBIT_SECTION.unpack_from(data, pos)
+        head8 = data[pos : pos + 8]
         pos += S.MBIT_SECTION.size
         if pos + length > len(data):
             raise MbitError(f"truncated .mbit file (section {k} needs {length} bytes)")
         payload = data[pos : pos + length]
         pos += length
-        if zlib.crc32(payload) & 0xFFFFFFFF != scrc:
+        seed = 0 if version == 1 else zlib.crc32(head8)
+        if zlib.crc32(payload, seed) & 0xFFFFFFFF != scrc:
             raise MbitError(f"corrupted .mbit file (CRC mismatch in section {k})")
         if tag not in S.SECTION_NAMES or coder not in S.CODER_NAMES:
             raise MbitError(f"unknown section tag {tag} / coder {coder} in section {k}")

@@ -12,10 +12,14 @@ BYTE_ORDER = "little"
 
 # --- packed model file (.mbit) -----------------------------------------------------------
 MBIT_MAGIC = b"MBIT"
-MBIT_VERSION = 1
+MBIT_VERSION = 2
+#: versions this megabit reads: 1 (section CRC over the payload only) and 2 (over the section
+#: header's tag/coder/index/length *and* the payload, so a flipped header field is caught too)
+MBIT_READ_VERSIONS = (1, 2)
 #: header: magic[4], version u16, flags u16, n_sections u32, crc32(bytes 0..11) u32
 MBIT_HEADER = struct.Struct("<4sHHII")
-#: section header: tag u8, coder u8, index u16, payload length u32, crc32(payload) u32
+#: section header: tag u8, coder u8, index u16, payload length u32, crc32 u32
+#: (v2: crc32 of the section header's first 8 bytes followed by the payload; v1: of the payload)
 MBIT_SECTION = struct.Struct("<BBHII")
 
 SECTION_CONFIG = 1  # UTF-8 JSON: {"kind": ..., "config": {...}, "meta": {...}}
