@@ -126,29 +126,22 @@ def stages_for(a) -> list[Stage]:
             ev = ["--data", a.eval_data, "--rate", rate] + (["--limit", str(a.eval_limit)] if a.eval_limit else [])
             later.append(Stage(f"{arch}/l{lm}/eval_float", [tr], lambda ck=ck, ld=ld, ev=ev: fmpq.main(
                 ["eval", "--checkpoint", str(ck), *ev, "--out", str(ld / "kodak_float.json")])))
+
+            def qat_eval(v: str, plan: Path, seed: int = 0, ck=ck, ld=ld, ev=ev, arch=arch, lm=lm) -> None:
+                """QAT of one plan, then its Kodak evaluation (two stages)."""
+                q = ld / f"q_{v}.pt"
+                later.append(Stage(f"{arch}/l{lm}/qat_{v}", [f"{arch}/l{lm}/plans"], lambda: fmpq.main(
+                    ["qat", "--checkpoint", str(ck), "--plan", str(plan), "--data", a.train_data,
+                     "--steps", str(a.qat_steps), "--batch", "8", "--crop", "128", "--threads", str(a.threads),
+                     "--seed", str(seed), "--out", str(q)])))
+                later.append(Stage(f"{arch}/l{lm}/eval_{v}", [f"{arch}/l{lm}/qat_{v}"], lambda: fmpq.main(
+                    ["eval", "--quantized", str(q), *ev, "--out", str(ld / f"kodak_{v}.json")])))
+
             for b in unif:
                 for kind in ("u", *kinds):
-                    v = f"{kind}{b}"
-                    q = ld / f"q_{v}.pt"
-                    later.append(Stage(f"{arch}/l{lm}/qat_{v}", [f"{arch}/l{lm}/plans"],
-                                       lambda ck=ck, ld=ld, v=v, q=q: fmpq.main(
-                                           ["qat", "--checkpoint", str(ck), "--plan", str(ld / f"plan_{v}.json"),
-                                            "--data", a.train_data, "--steps", str(a.qat_steps), "--batch", "8",
-                                            "--crop", "128", "--threads", str(a.threads), "--out", str(q)])))
-                    later.append(Stage(f"{arch}/l{lm}/eval_{v}", [f"{arch}/l{lm}/qat_{v}"],
-                                       lambda q=q, ld=ld, v=v, ev=ev: fmpq.main(
-                                           ["eval", "--quantized", str(q), *ev, "--out", str(ld / f"kodak_{v}.json")])))
+                    qat_eval(f"{kind}{b}", ld / f"plan_{kind}{b}.json")
             for k in range(1, a.noise_seeds + 1):  # the same uniform 8-bit plan, another QAT seed
-                v = f"u8s{k}"
-                q = ld / f"q_{v}.pt"
-                later.append(Stage(f"{arch}/l{lm}/qat_{v}", [f"{arch}/l{lm}/plans"],
-                                   lambda ck=ck, ld=ld, q=q, k=k: fmpq.main(
-                                       ["qat", "--checkpoint", str(ck), "--plan", str(ld / "plan_u8.json"),
-                                        "--data", a.train_data, "--steps", str(a.qat_steps), "--batch", "8",
-                                        "--crop", "128", "--threads", str(a.threads), "--seed", str(k), "--out", str(q)])))
-                later.append(Stage(f"{arch}/l{lm}/eval_{v}", [f"{arch}/l{lm}/qat_{v}"],
-                                   lambda q=q, ld=ld, v=v, ev=ev: fmpq.main(
-                                       ["eval", "--quantized", str(q), *ev, "--out", str(ld / f"kodak_{v}.json")])))
+                qat_eval(f"u8s{k}", ld / "plan_u8.json", seed=k)
     return out + later
 
 

@@ -198,8 +198,8 @@ def train_codec(
         raise ValueError(f"binarize must be 'ste' or 'stochastic', got {tcfg.binarize!r}")
     dev = resolve_device(tcfg.device)
     amp = use_bf16(tcfg.bf16, dev.type)
-    if tcfg.init is not None:
-        load_init(tcfg.init)  # a bad --init fails before the run folder is created
+    # a bad --init fails before the run folder is created; init_obj's tensors stay the original ones
+    init_model, init_obj = load_init(tcfg.init) if tcfg.init is not None else (None, None)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     images = load_folder(data_root)
@@ -230,8 +230,7 @@ def train_codec(
         gen.manual_seed(tcfg.seed + len(metrics) + 1)
         log(f"resumed at stage {STAGES[min(stage, len(STAGES) - 1)]} ({elapsed:.0f}s into it)")
     elif tcfg.init is not None:
-        model, _ = load_init(tcfg.init)
-        model.to(dev)
+        model = init_model.to(dev)
         stage, elapsed = STAGES.index("refine"), 0.0
         opt = _make_opt(model, "refine", tcfg)
         atomic_write_text(out / "config.json", json.dumps({"train": tcfg.to_dict(), "model": model.cfg.to_dict()}, indent=2))
@@ -347,8 +346,8 @@ def train_codec(
 
     minutes = sum(tcfg.minutes)
     if tcfg.init is not None:  # same encoder: keep its bit table (and hence the encoder hash of its files)
-        init_model, init_obj = load_init(tcfg.init)
-        if any(not torch.equal(a, b) for a, b in zip(init_model.g_a.state_dict().values(), model.g_a.state_dict().values())):
+        enc0 = {k: v for k, v in init_obj["state_dict"].items() if k.startswith("g_a.")}
+        if any(not torch.equal(enc0[f"g_a.{k}"], v) for k, v in model.g_a.state_dict().items()):
             raise RuntimeError("the encoder changed during a decoder-only run")
         bit_probs = init_obj.get("bit_probs")
         minutes = tcfg.minutes[STAGES.index("refine")] + float(init_obj.get("train", {}).get("train_minutes", 0.0))

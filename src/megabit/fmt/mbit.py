@@ -120,7 +120,12 @@ def encode_mbit(net: IntegerNQE | IntegerPatchEncoder, coder: str = "tans", tabl
         table, payload = _code_weights(H.codes, H.levels, coder, table_log, n_streams)
         fixed = S.MBIT_HEAD.pack(H.levels, cfg.head_bias_bits, H.codes.shape[0], H.codes.shape[1], len(table))
         secs.append(Section(S.SECTION_HEAD, cid, 0, fixed + _signed_field(H.bias, cfg.head_bias_bits) + table + payload))
-    head12 = S.MBIT_HEADER.pack(S.MBIT_MAGIC, S.MBIT_VERSION, 0, len(secs), 0)[:12]
+    return _container(secs)
+
+
+def _container(secs: list[Section], flags: int = 0) -> bytes:
+    """File header + sections, current version (section CRC over its 8 header bytes + payload)."""
+    head12 = S.MBIT_HEADER.pack(S.MBIT_MAGIC, S.MBIT_VERSION, flags, len(secs), 0)[:12]
     out = bytearray(head12 + (zlib.crc32(head12) & 0xFFFFFFFF).to_bytes(4, "little"))
     for s in secs:
         head8 = S.MBIT_SECTION.pack(s.tag, s.coder, s.index, len(s.payload), 0)[:8]
@@ -140,20 +145,10 @@ def write_mbit(net: IntegerNQE | IntegerPatchEncoder, path: str | os.PathLike, *
 def upgrade_mbit(data: bytes) -> bytes:
     """A version-1 .mbit file rewritten as version 2: same sections and payloads byte for byte, only the
     version field and the CRCs change (v2's section CRC also covers the section header). Verified first."""
-    read_mbit(data)
-    magic, version, flags, n_sec, _ = S.MBIT_HEADER.unpack_from(data, 0)
-    if version == S.MBIT_VERSION:
+    f = read_mbit(data)
+    if f.version == S.MBIT_VERSION:
         return bytes(data)
-    head12 = S.MBIT_HEADER.pack(magic, S.MBIT_VERSION, flags, n_sec, 0)[:12]
-    out = bytearray(head12 + (zlib.crc32(head12) & 0xFFFFFFFF).to_bytes(4, "little"))
-    pos = S.MBIT_HEADER.size
-    for _ in range(n_sec):
-        tag, coder, index, length, _crc = S.MBIT_SECTION.unpack_from(data, pos)
-        head8 = data[pos : pos + 8]
-        payload = data[pos + S.MBIT_SECTION.size : pos + S.MBIT_SECTION.size + length]
-        out += head8 + (zlib.crc32(payload, zlib.crc32(head8)) & 0xFFFFFFFF).to_bytes(4, "little") + payload
-        pos += S.MBIT_SECTION.size + length
-    return bytes(out)
+    return _container(f.sections, flags=S.MBIT_HEADER.unpack_from(data, 0)[2])
 
 
 def read_mbit(src: str | os.PathLike | bytes) -> MbitFile:
