@@ -68,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="soft-assignment temperature (step units^2); small T stalls the gradient inside bins")
     ap.add_argument("--plan-lam", type=float, default=0.1,
                     help="Lagrangian lambda (relative MSE per bit/weight); 0.01 kept 15 bins everywhere in the smoke run")
+    ap.add_argument("--per-channel", action="store_true",
+                    help="[I] per-output-channel steps for the quantized body convs (the plan measures them the same way)")
+    ap.add_argument("--teacher", default=None, metavar="MODEL_PT",
+                    help="distil from this trained ResNet (e.g. RUN/float/model.pt): loss = (1-a) CE + a T^2 KL")
+    ap.add_argument("--kd-alpha", type=float, default=0.7)
+    ap.add_argument("--kd-temperature", type=float, default=4.0)
     ap.add_argument("--candidates", default=",".join(map(str, DEFAULT_CANDIDATES)))
     ap.add_argument("--limit-train", type=int, default=None)
     ap.add_argument("--limit-test", type=int, default=None)
@@ -116,7 +122,24 @@ def make_opt(model: ResNet, a) -> torch.optim.Optimizer:
 def choose_plan(model: ResNet, a) -> PrecisionPlan:
     body = {n: m.weight for n, m in quantized_layers(model, include_edges=False)}
     cands = [int(c) for c in a.candidates.split(",")]
-    return plan_precision(body, cands, lam=a.plan_lam, step_rule="absmax")
+    return plan_precision(body, cands, lam=a.plan_lam, step_rule="absmax", per_channel=a.per_channel)
+
+
+def load_teacher(path: str, dev: torch.device) -> ResNet:
+    """A trained ResNet from ``model.pt`` (as this recipe writes it), frozen, in eval mode."""
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    t = ResNet(ResNetConfig.from_dict(ck["config"]))
+    t.load_state_dict(ck["state_dict"])
+    for p in t.parameters():
+        p.requires_grad_(False)
+    return t.to(dev, memory_format=torch.channels_last).eval()
+
+
+def kd_loss(logits: torch.Tensor, t_logits: torch.Tensor, y: torch.Tensor, alpha: float, temp: float) -> torch.Tensor:
+    """Hinton distillation: (1 - alpha) CE(y) + alpha T^2 KL(teacher_T || student_T)."""
+    kl = F.kl_div(F.log_softmax(logits / temp, 1), F.log_softmax(t_logits / temp, 1), reduction="batchmean",
+                  log_target=True)
+    return (1 - alpha) * F.cross_entropy(logits, y) + alpha * temp * temp * kl
 
 
 def train_scheme(scheme: str, a, train, test) -> dict:
@@ -129,7 +152,10 @@ def train_scheme(scheme: str, a, train, test) -> dict:
     torch.manual_seed(a.seed)
     dev = resolve_device(a.device)
     cfg = scheme_config(scheme)
+    if a.per_channel and cfg.levels:
+        cfg = cfg.with_(per_channel=True)
     model = ResNet(cfg).to(dev)
+    teacher = load_teacher(a.teacher, dev) if a.teacher and scheme != "float" else None
     opt = make_opt(model, a)
     state = {"epoch": 0, "history": [], "wall": 0.0, "plan": None}
     ck_path = run / "checkpoint.pt"
@@ -179,7 +205,12 @@ def train_scheme(scheme: str, a, train, test) -> dict:
             yb = train.y[idx].to(dev)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
                 logits = model(xb)
-            loss = F.cross_entropy(logits.float(), yb)
+            if teacher is not None:
+                with torch.no_grad():
+                    t_logits = teacher(xb).float()
+                loss = kd_loss(logits.float(), t_logits, yb, a.kd_alpha, a.kd_temperature)
+            else:
+                loss = F.cross_entropy(logits.float(), yb)
             if use_penalty and a.entropy_weight > 0:
                 bits = entropy_penalty(model.blocks, a.temperature)
                 loss = loss + a.entropy_weight * bits / n_body

@@ -155,3 +155,30 @@ def test_train_codec_init_refuses_an_unfinished_model(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a torch file")
     with pytest.raises(ValueError, match="not a patch codec model file"):
         load_init(str(tmp_path / "junk.pt"))
+
+
+def test_train_codec_init_refine_warm_starts_only_the_refinement(tmp_path, tiny_model_file):
+    """--init-refine: a fresh run (new encoder) whose refinement module starts from another model's."""
+    from megabit.codec import train as mod
+    from megabit.codec.api import load_codec
+
+    d = _photos(tmp_path)
+    out = tmp_path / "run"
+    orig = mod.TrainCodecConfig
+    mod.TrainCodecConfig = lambda **kw: orig(**{**kw, "batch_crops": 2, "crop": 64, "n_val": 2})  # noqa: E731
+    try:
+        # all stage budgets ~0: the refine module must come out as the init model's
+        args = ["--data-root", str(d), "--out", str(out), "--init-refine", str(tiny_model_file), "--tiny",
+                "--minutes", "0.001", "0.001", "0.001", "0", "--device", "cpu"]
+        assert train_codec.main(args) == 0
+        with pytest.raises(ValueError, match="fresh runs"):
+            train_codec.main(["--data-root", str(d), "--out", str(tmp_path / "r2"), "--init", str(tiny_model_file),
+                              "--init-refine", str(tiny_model_file), "--minutes", "0", "0", "0", "0"])
+        assert not (tmp_path / "r2").exists()
+    finally:
+        mod.TrainCodecConfig = orig
+    old, new = load_codec(tiny_model_file), load_codec(out / "model.pt")
+    for k, v in old.model.refine.state_dict().items():
+        assert torch.equal(v, new.model.refine.state_dict()[k]), k
+    # the encoder is a fresh one (trained from scratch), not the init model's
+    assert any(not torch.equal(v, new.model.g_a.state_dict()[k]) for k, v in old.model.g_a.state_dict().items())

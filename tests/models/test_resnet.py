@@ -142,3 +142,27 @@ def test_table1_recipe_runs_and_resumes(tmp_path, cifar_root):
     before = (out / "ternary" / "result.json").read_text()
     assert recipe.main(argv + ["--resume"]) == 0
     assert (out / "ternary" / "result.json").read_text() == before
+
+
+def test_table1_recipe_per_channel_and_distillation(tmp_path, cifar_root):
+    recipe = _load_recipe()
+    out, res = tmp_path / "run", tmp_path / "t1.json"
+    base = ["--data-root", str(cifar_root), "--out", str(out), "--results", str(res), "--epochs", "2",
+            "--batch-size", "8", "--threads", "1", "--no-progress", "--candidates", "3,5"]
+    assert recipe.main(base + ["--schemes", "float"]) == 0
+    teacher = out / "float" / "model.pt"
+    assert recipe.main(base + ["--schemes", "mixed-entropy", "--per-channel", "--teacher", str(teacher)]) == 0
+    mixed = json.loads(res.read_text())["schemes"]["mixed-entropy"]
+    assert mixed["config"]["per_channel"] is True
+    # per-channel steps: one per output channel of every quantized layer, counted in the file size
+    m = recipe.load_teacher(str(out / "mixed-entropy" / "model.pt"), torch.device("cpu"))
+    assert m.blocks[0].conv1.quant.step.numel() == m.blocks[0].conv1.out_channels
+
+
+def test_kd_loss_reduces_to_cross_entropy_and_matches_teacher():
+    recipe = _load_recipe()
+    torch.manual_seed(0)
+    s, t, y = torch.randn(6, 10), torch.randn(6, 10), torch.randint(0, 10, (6,))
+    assert torch.allclose(recipe.kd_loss(s, t, y, 0.0, 4.0), torch.nn.functional.cross_entropy(s, y))
+    # pure distillation is 0 exactly when the student's logits equal the teacher's (up to a shift)
+    assert float(recipe.kd_loss(t + 3.0, t, y, 1.0, 4.0)) < 1e-6 < float(recipe.kd_loss(s, t, y, 1.0, 4.0))

@@ -26,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", default=None, metavar="MODEL",
                    help="decoder-only continuation from a finished model (bundled name or model.pt): encoder frozen, "
                         "only the REFINE minutes are used")
+    p.add_argument("--init-refine", default=None, metavar="MODEL",
+                   help="fresh run whose refinement module starts from MODEL's (bundled name or model.pt) [I]")
     p.add_argument("--binarize", choices=["ste", "stochastic"], default="ste",
                    help="code binarization in the float stage: sign STE, or a +-1 draw with mean tanh(z)")
     p.add_argument("--device", default="auto", help="auto (GPU if available), cpu, cuda or cuda:N")
@@ -46,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError(f"not a folder: {a.data_root}")
     tcfg = TrainCodecConfig(minutes=tuple(a.minutes), threads=a.threads, loss=a.loss, bf16=a.bf16,
                             init=a.init, lr_refine_dec=a.lr_refine_dec, device=a.device,
-                            binarize=a.binarize)
+                            binarize=a.binarize, init_refine=a.init_refine)
     mcfg = PatchCodecConfig.tiny() if a.tiny else PatchCodecConfig()
     res = train_codec(a.data_root, a.out, tcfg, mcfg, resume=a.resume,
                       stop_after_s=None if a.stop_after_min is None else 60 * a.stop_after_min)

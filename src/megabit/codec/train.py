@@ -67,6 +67,10 @@ class TrainCodecConfig:
     # model's); "stochastic" [I] = +-1 drawn with mean tanh(z) in the float stage (Toderici et al. 2016),
     # sign STE in the QAT stages (the integer encoder's code is sign(z) either way)
     binarize: str = "ste"
+    # [I] not in the paper: warm-start the refinement module of a *fresh* run from a finished model
+    # (bundled name or model.pt; only its ``refine.*`` weights). The refinement sees aggregated
+    # per-patch decodes whatever the code is, so the deblocking it learned carries over to a new encoder.
+    init_refine: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -200,6 +204,12 @@ def train_codec(
     amp = use_bf16(tcfg.bf16, dev.type)
     # a bad --init fails before the run folder is created; init_obj's tensors stay the original ones
     init_model, init_obj = load_init(tcfg.init) if tcfg.init is not None else (None, None)
+    if tcfg.init_refine is not None and tcfg.init is not None:
+        raise ValueError("init_refine is for fresh runs; a decoder-only run (init) already starts from its refine module")
+    refine_sd = None
+    if tcfg.init_refine is not None:
+        refine_sd = {k[len("refine."):]: v for k, v in load_init(tcfg.init_refine)[0].state_dict().items()
+                     if k.startswith("refine.")}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     images = load_folder(data_root)
@@ -238,6 +248,13 @@ def train_codec(
     else:
         stage, elapsed = 0, 0.0
         model = PatchCodec(mcfg.with_(quantize=False, norm="bn")).to(dev)
+        if refine_sd is not None:
+            try:
+                model.refine.load_state_dict(refine_sd)
+            except RuntimeError as e:
+                raise ValueError(f"init_refine {tcfg.init_refine}: refinement module does not match this config "
+                                 f"({str(e).splitlines()[0]})") from None
+            log(f"refinement module warm-started from {tcfg.init_refine}")
         opt = _make_opt(model, "float", tcfg)
         atomic_write_text(out / "config.json", json.dumps({"train": tcfg.to_dict(), "model": mcfg.to_dict()}, indent=2))
 
