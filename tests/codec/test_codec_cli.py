@@ -75,6 +75,30 @@ def test_eval_codec(tmp_path, tiny_model_file):
     assert m["jpeg"]["bpp"] <= m["bpp_fixed"] or m["jpeg"]["n_over_target"] == 1
     assert png.stat().st_size > 1000
 
+    # --anchors-from: a second evaluation reuses the anchors of the first, computing none of them
+    from megabit.codec import evaluate as ev
+
+    def boom(*a, **k):
+        raise AssertionError("anchor recomputed")
+
+    orig = ev.encode_at_bpp
+    ev.encode_at_bpp = boom
+    try:
+        js2 = tmp_path / "r2.json"
+        assert eval_codec.main(["--data-root", str(d), "--model", str(tiny_model_file), "--rates", "32", "64",
+                                "--anchors", "jpeg", "--json", str(js2), "--anchors-from", str(js)]) == 0
+        assert json.loads(js2.read_text())["per_image"] == r["per_image"]
+        # another image under the same name (other size): the stored anchor is not used
+        _img(d / "x.png", size=(64, 48))
+        with pytest.raises(AssertionError, match="recomputed"):
+            eval_codec.main(["--data-root", str(d), "--model", str(tiny_model_file), "--rates", "32",
+                             "--anchors", "jpeg", "--anchors-from", str(js)])
+    finally:
+        ev.encode_at_bpp = orig
+    (tmp_path / "bad.json").write_text("{}")
+    assert megabit_main(["eval-codec", "--data-root", str(d), "--anchors-only", "--anchors", "jpeg",
+                         "--anchors-from", str(tmp_path / "bad.json")]) == 2
+
 
 @pytest.mark.parametrize("loss,binarize", [("mse", "ste"), ("ms-ssim", "stochastic")])
 def test_train_codec_smoke(tmp_path, loss, binarize):

@@ -18,6 +18,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--anchors", nargs="*", default=None, help="subset of jpeg webp avif heif (default: all available)")
     p.add_argument("--anchors-only", action="store_true", help="evaluate the anchors only (no model needed)")
     p.add_argument("--anchor-cache", default=None, help="JSON file caching anchor results between runs")
+    p.add_argument("--anchors-from", nargs="+", default=None, metavar="RESULT_JSON",
+                   help="reuse the anchor results of earlier eval-codec --json files (same images and rates)")
     p.add_argument("--limit", type=int, default=None, help="first N images only")
     p.add_argument("--json", default=None, help="write the full result (per image + mean) to this file (rewritten "
                                                 "after every image with \"partial\": true until done)")
@@ -32,13 +34,14 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from ..codec.api import load_codec
-    from ..codec.evaluate import evaluate_codec, plot_rd
+    from ..codec.evaluate import anchor_cache_from_results, evaluate_codec, plot_rd
     from ..utils import atomic_write_text
 
     torch.set_num_threads(1)
+    seed = anchor_cache_from_results(*a.anchors_from) if a.anchors_from else None
     codec = None if a.anchors_only else load_codec(a.model)
     res = evaluate_codec(a.data_root, codec, tuple(a.rates), None if a.anchors is None else tuple(a.anchors), a.limit,
-                         a.anchor_cache, partial_json=a.json, extra=json.loads(a.extra) if a.extra else None)
+                         a.anchor_cache, partial_json=a.json, extra=json.loads(a.extra) if a.extra else None, seed_cache=seed)
     if a.json:
         atomic_write_text(a.json, json.dumps(res, indent=1))
     if a.plot:

@@ -63,6 +63,30 @@ def _mean(rows: list[dict], key: str) -> float | None:
     return round(float(np.mean(vals)), 5) if vals else None
 
 
+def anchor_cache_from_results(*paths: str | os.PathLike) -> dict:
+    """Anchor-cache entries (``"image|rate|anchor"``) taken from earlier ``eval-codec --json`` results.
+
+    Anchor results depend only on the image and the target size (``bpp_fixed``), so a finished
+    evaluation of one model can supply them for the next; the image size and target are stored in the
+    key's row and checked again when the cache is used. Partial or malformed files are refused."""
+    cache: dict = {}
+    for path in paths:
+        try:
+            d = json.loads(Path(path).read_text())
+            per = d["per_image"]
+            rows = [row for rs in per.values() for row in rs]
+        except (OSError, ValueError, KeyError, AttributeError, TypeError) as e:
+            raise ValueError(f"not an eval-codec result file: {path} ({type(e).__name__})") from None
+        if d.get("partial"):
+            raise ValueError(f"{path} is a partial result; anchors are taken from finished evaluations only")
+        for row in rows:
+            for a in d.get("anchors", []):
+                if isinstance(row.get(a), dict):
+                    cache[f"{row['image']}|{row['rate_bits']}|{a}"] = {**row[a], "_size": [row["width"], row["height"]],
+                                                                        "_bpp_fixed": row["bpp_fixed"]}
+    return cache
+
+
 def evaluate_codec(
     data_root: str | os.PathLike,
     codec: Codec | None,
@@ -73,6 +97,7 @@ def evaluate_codec(
     progress: bool = True,
     partial_json: str | os.PathLike | None = None,
     extra: dict | None = None,
+    seed_cache: dict | None = None,
 ) -> dict:
     """Evaluate on every image of ``data_root``; ``codec=None`` evaluates the anchors only.
 
@@ -82,6 +107,8 @@ def evaluate_codec(
     cache: dict = {}
     if anchor_cache and Path(anchor_cache).is_file():
         cache = json.loads(Path(anchor_cache).read_text())
+    for k, v in (seed_cache or {}).items():
+        cache.setdefault(k, v)
     rows: dict[int, list[dict]] = {r: [] for r in rates}
     t_model = 0.0
     it = files
@@ -117,11 +144,15 @@ def evaluate_codec(
                 row["no_refine"] = _quality(img, norefine)
             for a in anchors:
                 key = f"{f.name}|{r}|{a}"
-                if key not in cache:
+                hit = cache.get(key)
+                if hit is not None and (hit.get("_size", [w, h]) != [w, h] or hit.get("_bpp_fixed", row["bpp_fixed"]) != row["bpp_fixed"]):
+                    hit = None  # a different image under the same name: recompute
+                if hit is None:
                     res = encode_at_bpp(img, a, row["bpp_fixed"])
                     q = _quality(img, res["decoded"])
-                    cache[key] = {"quality": res["quality"], "bpp": round(res["bpp"], 5), "over_target": res["over_target"], **q}
-                row[a] = cache[key]
+                    cache[key] = {"quality": res["quality"], "bpp": round(res["bpp"], 5), "over_target": res["over_target"], **q,
+                                  "_size": [w, h], "_bpp_fixed": row["bpp_fixed"]}
+                row[a] = {k: v for k, v in cache[key].items() if not k.startswith("_")}
             rows[r].append(row)
         if anchor_cache:
             from ..utils import atomic_write_text
