@@ -24,6 +24,21 @@ def test_budget_json(capsys):
     assert rc == 0 and t["total_bits"] <= 1 << 20 and t["fits"]
 
 
+def test_budget_coded_estimate_predicts_the_packed_file(capsys):
+    """--coder: a preset's .mbit size before training; HEQ levels are equiprobable, so it predicts the
+    trained, bundled file to well under 1 %, and the wider preset fits 2^20 only when entropy-coded."""
+    from megabit.hub import bundled_classifier_path
+
+    rc, out, _ = run(capsys, "budget", "nqe-1mbit", "--json", "--coder", "tans")
+    est = json.loads(out)["coded_estimate"]
+    real = 8 * bundled_classifier_path("nqe-1mbit").stat().st_size
+    assert rc == 0 and abs(est["total_bits"] - real) / real < 0.005
+    rc, out, _ = run(capsys, "budget", "nqe-1mbit-ans", "--json", "--coder", "tans")
+    t = json.loads(out)
+    assert rc == 0 and not t["fits"] and t["total_bits"] > 1 << 20
+    assert t["coded_estimate"]["fits"] and t["coded_estimate"]["total_bits"] <= 1 << 20
+
+
 def test_errors_are_one_line(capsys, tmp_path):
     for argv in (["budget", "nope"], ["eval-classifier", "--data-root", str(tmp_path / "missing")],
                  ["inspect", str(tmp_path / "missing.mbit")], ["frobnicate"]):

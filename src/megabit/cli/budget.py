@@ -11,6 +11,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="megabit budget", description=__doc__)
     p.add_argument("model", help="preset name (e.g. nqe-1mbit), trained .pt, run dir, or packed .mbit")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--coder", choices=["tans", "rans", "raw"], default=None,
+                   help="presets: also estimate the packed .mbit size with this coder (a random HEQ-calibrated "
+                        "model of the preset, packed and measured; see docs/format.md)")
     return p
 
 
@@ -34,6 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     if a.model in PRESETS and not Path(a.model).exists():
         t = budget_table(PRESETS[a.model])
         t["source"] = f"preset {a.model}"
+        if a.coder:
+            from megabit.fmt.mbit import coded_size_estimate
+
+            t["coded_estimate"] = coded_size_estimate(PRESETS[a.model], a.coder)
     elif Path(a.model).is_file() and open(a.model, "rb").read(4) == b"MBIT":
         from megabit.fmt.mbit import inspect_mbit, read_mbit
 
@@ -55,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"model: {t['model']} ({t['source']})")
         print(format_table(t))
+        if "coded_estimate" in t:
+            e = t["coded_estimate"]
+            print(f"packed with {e['coder']} (estimate: {e['estimate']}): {e['total_bits']:,} bits = "
+                  f"{100 * e['total_bits'] / t['limit_bits']:.1f}% of 2^20 -> {'fits' if e['fits'] else 'DOES NOT FIT'}")
         if "file_bytes" in t:
             print(f"packed file: {t['file_bytes']:,} bytes = {t['total_bits']:,} bits (raw bit-packing would be {t['raw_total_bits']:,})")
     return 0
