@@ -100,23 +100,23 @@ def test_eval_codec(tmp_path, tiny_model_file):
                          "--anchors-from", str(tmp_path / "bad.json")]) == 2
 
 
+@pytest.fixture
+def small_batches(monkeypatch):
+    """train-codec with tiny batches and crops (the CLI builds TrainCodecConfig from its options)."""
+    from megabit.codec import train as mod
+
+    orig = mod.TrainCodecConfig
+    monkeypatch.setattr(mod, "TrainCodecConfig",
+                        lambda **kw: orig(**{**kw, "batch_patches": 8, "batch_crops": 2, "crop": 64, "n_val": 2}))
+
+
 @pytest.mark.parametrize("loss,binarize", [("mse", "ste"), ("ms-ssim", "stochastic")])
-def test_train_codec_smoke(tmp_path, loss, binarize):
+def test_train_codec_smoke(tmp_path, loss, binarize, small_batches):
     d = _photos(tmp_path)
     out = tmp_path / "run"
     args = ["--data-root", str(d), "--out", str(out), "--tiny", "--minutes", "0.01", "0.01", "0.01", "0.01", "--loss", loss,
             "--binarize", binarize]
-    from megabit.codec import train as tr
-
-    orig = tr.TrainCodecConfig
-    tr_cfg = lambda **kw: orig(**{**kw, "batch_patches": 8, "batch_crops": 2, "crop": 64, "n_val": 2})  # noqa: E731
-    import megabit.codec.train as mod
-
-    mod.TrainCodecConfig = tr_cfg
-    try:
-        assert train_codec.main(args) == 0
-    finally:
-        mod.TrainCodecConfig = orig
+    assert train_codec.main(args) == 0
     res = json.loads((out / "result.json").read_text())
     assert set(res["val_psnr"]) == {"32", "64"}
     from megabit.codec.api import load_codec
@@ -138,21 +138,15 @@ def test_bundled_model_roundtrip(tmp_path):
     assert Image.open(tmp_path / "a.png.out.png").size == (50, 37)
 
 
-def test_train_codec_init_trains_the_decoder_only(tmp_path, tiny_model_file):
+def test_train_codec_init_trains_the_decoder_only(tmp_path, tiny_model_file, small_batches):
     """--init: encoder frozen, bit table kept, so the encoder hash (and old files) stay valid."""
     d = _photos(tmp_path)
     out = tmp_path / "run"
-    from megabit.codec import train as mod
     from megabit.codec.api import load_codec, model_hash
 
-    orig = mod.TrainCodecConfig
-    mod.TrainCodecConfig = lambda **kw: orig(**{**kw, "batch_crops": 2, "crop": 64, "n_val": 2})  # noqa: E731
-    try:
-        args = ["--data-root", str(d), "--out", str(out), "--init", str(tiny_model_file),
-                "--minutes", "5", "5", "5", "0.01", "--device", "cpu", "--lr-refine-dec", "1.0"]
-        assert train_codec.main(args) == 0
-    finally:
-        mod.TrainCodecConfig = orig
+    args = ["--data-root", str(d), "--out", str(out), "--init", str(tiny_model_file),
+            "--minutes", "5", "5", "5", "0.01", "--device", "cpu", "--lr-refine-dec", "1.0"]
+    assert train_codec.main(args) == 0
     old, new = load_codec(tiny_model_file), load_codec(out / "model.pt")
     for (k, a), b in zip(old.model.g_a.state_dict().items(), new.model.g_a.state_dict().values()):
         assert torch.equal(a, b), k
@@ -181,26 +175,20 @@ def test_train_codec_init_refuses_an_unfinished_model(tmp_path):
         load_init(str(tmp_path / "junk.pt"))
 
 
-def test_train_codec_init_refine_warm_starts_only_the_refinement(tmp_path, tiny_model_file):
+def test_train_codec_init_refine_warm_starts_only_the_refinement(tmp_path, tiny_model_file, small_batches):
     """--init-refine: a fresh run (new encoder) whose refinement module starts from another model's."""
-    from megabit.codec import train as mod
     from megabit.codec.api import load_codec
 
     d = _photos(tmp_path)
     out = tmp_path / "run"
-    orig = mod.TrainCodecConfig
-    mod.TrainCodecConfig = lambda **kw: orig(**{**kw, "batch_crops": 2, "crop": 64, "n_val": 2})  # noqa: E731
-    try:
-        # all stage budgets ~0: the refine module must come out as the init model's
-        args = ["--data-root", str(d), "--out", str(out), "--init-refine", str(tiny_model_file), "--tiny",
-                "--minutes", "0.001", "0.001", "0.001", "0", "--device", "cpu"]
-        assert train_codec.main(args) == 0
-        with pytest.raises(ValueError, match="fresh runs"):
-            train_codec.main(["--data-root", str(d), "--out", str(tmp_path / "r2"), "--init", str(tiny_model_file),
-                              "--init-refine", str(tiny_model_file), "--minutes", "0", "0", "0", "0"])
-        assert not (tmp_path / "r2").exists()
-    finally:
-        mod.TrainCodecConfig = orig
+    # all stage budgets ~0: the refine module must come out as the init model's
+    args = ["--data-root", str(d), "--out", str(out), "--init-refine", str(tiny_model_file), "--tiny",
+            "--minutes", "0.001", "0.001", "0.001", "0", "--device", "cpu"]
+    assert train_codec.main(args) == 0
+    with pytest.raises(ValueError, match="fresh runs"):
+        train_codec.main(["--data-root", str(d), "--out", str(tmp_path / "r2"), "--init", str(tiny_model_file),
+                          "--init-refine", str(tiny_model_file), "--minutes", "0", "0", "0", "0"])
+    assert not (tmp_path / "r2").exists()
     old, new = load_codec(tiny_model_file), load_codec(out / "model.pt")
     for k, v in old.model.refine.state_dict().items():
         assert torch.equal(v, new.model.refine.state_dict()[k]), k
