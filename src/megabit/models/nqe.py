@@ -195,12 +195,17 @@ class QHead(nn.Module):
         s = x.float().sum((2, 3))
         if not self.cfg.quantize:
             return F.linear(s / (x.shape[2] * x.shape[3]), self.weight, self.bias)
+        return self.accumulators(x) * self.log_alpha.exp()
+
+    def accumulators(self, x: torch.Tensor) -> torch.Tensor:
+        """Quantized head before the alpha scale: ``W_codes @ sum_hw(codes) + b_int``, integer-valued
+        in BSN mode (what the integer path computes, ties included)."""
+        s = x.float().sum((2, 3))
         w = self.quant.codes(self.weight)
         # bias trained in logit units, stored as an integer in accumulator units: b_int = round(b / alpha)
         lim = (1 << (self.cfg.head_bias_bits - 1)) - 1
-        alpha = self.log_alpha.exp()
-        b = round_ste(self.bias / alpha.detach()).clamp(-lim - 1, lim)
-        return (F.linear(s, w) + b) * alpha
+        b = round_ste(self.bias / self.log_alpha.exp().detach()).clamp(-lim - 1, lim)
+        return F.linear(s, w) + b
 
 
 class NQE(nn.Module):
@@ -228,6 +233,13 @@ class NQE(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
+
+    def decision_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Scores whose argmax is the model's decision: the head's accumulators when quantized (exact
+        integers in BSN mode, so sums over test-time flips and ties behave as in the integer path;
+        ``alpha * a + alpha * b`` in fp32 can break a tie that ``a + b`` keeps), else the logits."""
+        f = self.features(x)
+        return self.head.accumulators(f) if self.cfg.quantize else self.head(f)
 
     @torch.no_grad()
     def convert_to_bsn(self) -> "NQE":

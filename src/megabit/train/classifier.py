@@ -96,15 +96,18 @@ def load_classifier(path: str | os.PathLike) -> NQE:
 
 @torch.no_grad()
 def predict_logits(model: NQE, x: torch.Tensor, batch_size: int = 500, tta: bool = True) -> torch.Tensor:
-    """fp32 logits (exact integer arithmetic in BSN mode), optionally summed over a horizontal flip."""
+    """Decision scores (:meth:`NQE.decision_logits`: the head's integer accumulators when quantized,
+    exact in BSN mode), optionally summed over a horizontal flip. Use argmax; for probabilities
+    call the model itself (it applies the head's softmax temperature)."""
     model.eval()
     dev = next(model.parameters()).device
+    score = getattr(model, "decision_logits", model)
     outs = []
     for i in range(0, len(x), batch_size):
         xb = x[i : i + batch_size].to(dev)
-        lo = model(xb)
+        lo = score(xb)
         if tta:
-            lo = lo + model(xb.flip(3))
+            lo = lo + score(xb.flip(3))
         outs.append(lo.float().cpu())
     return torch.cat(outs) if outs else torch.empty(0, model.cfg.num_classes)
 
