@@ -44,7 +44,7 @@ def linear_psnr(F: np.ndarray, X: np.ndarray, n_train: int, rates) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-root", required=True, help="training photos (never Kodak/CLIC)")
-    ap.add_argument("--model", default=None, help="bundled codec name or model.pt (default: codec-nested)")
+    ap.add_argument("--model", default=None, help="bundled codec name or model.pt (default: codec-nested-v3)")
     ap.add_argument("--images", type=int, default=160)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None)

@@ -194,3 +194,21 @@ def test_train_codec_init_refine_warm_starts_only_the_refinement(tmp_path, tiny_
         assert torch.equal(v, new.model.refine.state_dict()[k]), k
     # the encoder is a fresh one (trained from scratch), not the init model's
     assert any(not torch.equal(v, new.model.g_a.state_dict()[k]) for k, v in old.model.g_a.state_dict().items())
+
+
+def test_files_of_every_bundled_model_still_decode(tmp_path):
+    """A new default model must not orphan files written with an older bundled one: the .mbc header's
+    model id picks the bundled model that wrote it."""
+    from megabit.codec.registry import DEFAULT_MODEL, MODELS, asset_path
+
+    names = [n for n, _ in MODELS.values() if asset_path(n).is_file()]
+    if len(names) < 2:
+        pytest.skip("fewer than two bundled codec models")
+    src = _img(tmp_path / "a.png", size=(40, 33))
+    for n in names:
+        f = tmp_path / f"{n}.mbc"
+        args = ["compress", str(src), "-o", str(f), "--rate", "0.125"] + ([] if n == DEFAULT_MODEL else ["--model", n])
+        assert megabit_main(args) == 0
+        assert megabit_main(["decompress", str(f), "-o", str(tmp_path / f"{n}.png")]) == 0
+        assert Image.open(tmp_path / f"{n}.png").size == (40, 33)
+    assert len({(tmp_path / f"{n}.mbc").read_bytes() for n in names}) == len(names)

@@ -15,7 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="an image file, or a folder of images")
     p.add_argument("-o", "--output", required=True, help="output .mbc file (or folder when the input is a folder)")
     p.add_argument("--rate", default="0.25", help="bits per pixel: 0.125, 0.25 or 0.5 (default 0.25)")
-    p.add_argument("--model", default=None, help="bundled model name or model .pt file (default: codec-nested)")
+    p.add_argument("--model", default=None, help="bundled model name or model .pt file (default: codec-nested-v3)")
     p.add_argument("--entropy", default="auto", choices=["auto", "raw", "ans"],
                    help="raw = fixed rate; ans = rANS-coded code bits; auto = the smaller (default)")
     return p

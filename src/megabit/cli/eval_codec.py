@@ -13,7 +13,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Rate-distortion evaluation: bpp (real file size), PSNR, MS-SSIM, blockiness; "
                                             "JPEG/WebP/AVIF/HEIF at matched bpp; ablation without refinement.")
     p.add_argument("--data-root", required=True, help="folder of evaluation images (e.g. kodak/)")
-    p.add_argument("--model", default=None, help="bundled model name or .pt file (default: codec-nested)")
+    p.add_argument("--model", default=None, help="bundled model name or .pt file (default: codec-nested-v3)")
     p.add_argument("--rates", type=int, nargs="+", default=[128, 256, 512], help="bits per 32x32 patch")
     p.add_argument("--anchors", nargs="*", default=None, help="subset of jpeg webp avif heif (default: all available)")
     p.add_argument("--anchors-only", action="store_true", help="evaluate the anchors only (no model needed)")

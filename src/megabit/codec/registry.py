@@ -8,9 +8,10 @@ __all__ = ["MODELS", "DEFAULT_MODEL", "CUSTOM_MODEL_ID", "asset_path", "model_id
 
 #: model id (u16 in the .mbc header) -> (name, file in megabit/assets). Never renumber.
 MODELS: dict[int, tuple[str, str]] = {
-    1: ("codec-nested", "codec-nested.pt"),
+    1: ("codec-nested", "codec-nested.pt"),  # v2 (sessions 2+4); kept so that its .mbc files still decode
+    2: ("codec-nested-v3", "codec-nested-v3.pt"),  # session 5: 68-minute float stage
 }
-DEFAULT_MODEL = "codec-nested"
+DEFAULT_MODEL = "codec-nested-v3"
 #: id written for a model loaded from a user path; its hash still identifies it
 CUSTOM_MODEL_ID = 0
 
