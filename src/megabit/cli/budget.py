@@ -13,7 +13,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--coder", choices=["tans", "rans", "raw"], default=None,
                    help="presets: also estimate the packed .mbit size with this coder (a random HEQ-calibrated "
-                        "model of the preset, packed and measured; see docs/format.md)")
+                        "model of the preset, packed and measured; see docs/nqe.md)")
     return p
 
 

@@ -104,7 +104,7 @@ PRESETS: dict[str, NQEConfig] = {
     ),
     # [I] the answer to "what does the budget freed by ANS coding buy": ~10 % more weights (140/264
     # channels instead of 128/256). Raw bit-packing needs 1,089,280 bits (does NOT fit 2^20); the
-    # tANS-coded .mbit is ~1,025,264 bits (fits; `megabit budget nqe-1mbit-ans --coder tans`).
+    # tANS-coded .mbit is ~1,025,360 bits (fits; `megabit budget nqe-1mbit-ans --coder tans`).
     "nqe-1mbit-ans": NQEConfig(
         name="nqe-1mbit-ans",
         layers=(
@@ -192,9 +192,8 @@ class QHead(nn.Module):
         return b.clamp(-lim - 1, lim).to(torch.int64)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = x.float().sum((2, 3))
         if not self.cfg.quantize:
-            return F.linear(s / (x.shape[2] * x.shape[3]), self.weight, self.bias)
+            return F.linear(x.float().sum((2, 3)) / (x.shape[2] * x.shape[3]), self.weight, self.bias)
         return self.accumulators(x) * self.log_alpha.exp()
 
     def accumulators(self, x: torch.Tensor) -> torch.Tensor:
