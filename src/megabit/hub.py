@@ -40,7 +40,8 @@ def resolve_classifier(spec: str | os.PathLike | None) -> tuple[NQE, str]:
         return mbit_to_model(read_mbit(p)), f"bundled {s} ({p.name})"
     path = Path(s)
     if not path.exists():
-        raise ValueError(f"{s}: no such model file or bundled model (bundled: {', '.join(PRESETS)})")
+        bundled = [n for n in PRESETS if bundled_classifier_path(n) is not None]
+        raise ValueError(f"{s}: no such model file or bundled model (bundled: {', '.join(bundled)})")
     if path.is_dir():
         if (path / "model.pt").exists():
             path = path / "model.pt"

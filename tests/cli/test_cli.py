@@ -40,7 +40,9 @@ def test_budget_coded_estimate_predicts_the_packed_file(capsys):
 
 
 def test_errors_are_one_line(capsys, tmp_path):
-    for argv in (["budget", "nope"], ["eval-classifier", "--data-root", str(tmp_path / "missing")],
+    for argv in (["budget", "nope"], ["budget", str(tmp_path / "m.mbit"), "--coder", "tans"],
+                 ["eval-codec", "--data-root", str(tmp_path), "--anchors-only", "--anchors-from", str(tmp_path / "r.json")],
+                 ["eval-classifier", "--data-root", str(tmp_path / "missing")],
                  ["inspect", str(tmp_path / "missing.mbit")], ["frobnicate"]):
         rc, out, err = run(capsys, *argv)
         assert rc == 2, argv

@@ -41,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
             from megabit.fmt.mbit import coded_size_estimate
 
             t["coded_estimate"] = coded_size_estimate(PRESETS[a.model], a.coder)
+    elif a.coder:
+        raise ValueError("--coder estimates the packed size of a preset; for a trained model run `megabit pack` "
+                         "and `megabit inspect`")
     elif Path(a.model).is_file() and open(a.model, "rb").read(4) == b"MBIT":
         from megabit.fmt.mbit import inspect_mbit, read_mbit
 
