@@ -66,8 +66,9 @@ for preset in a.presets.split(","):
     t0 = time.time()
     ev = evaluate(mbit_to_model(packed), test, tta=True)
     hist = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    bt = budget_table(model.cfg)
     rows[preset] = {"accuracy_packed": ev["accuracy"], "accuracy_run": res["accuracy"],
-                    "weights": budget_table(model.cfg)["n_weights"], "raw_bits": budget_table(model.cfg)["total_bits"],
+                    "weights": bt["n_weights"], "raw_bits": bt["total_bits"],
                     "tans_file_bits": 8 * size, "tans_fits_2^20": 8 * size <= 1 << 20,
                     "bits_per_weight": ins["bits_per_weight"], "train_wall_s": res["train_wall_s"],
                     "curve": [{"epoch": h["epoch"], "phase": h["phase"], "test_acc": h["test_acc"]} for h in hist]}

@@ -45,7 +45,7 @@ from megabit.models.resnet import (SCHEMES, ResNet, ResNetConfig, apply_levels, 
                                    quantized_layers, scheme_config)
 from megabit.quant.entropy_reg import entropy_penalty
 from megabit.quant.precision import DEFAULT_CANDIDATES, PrecisionPlan, plan_precision
-from megabit.train.classifier import _one_cycle
+from megabit.train.classifier import _one_cycle, distillation_loss
 from megabit.utils import atomic_save, atomic_write_text, resolve_device, use_bf16
 
 ENTROPY_SCHEMES = ("mixed-entropy",)
@@ -136,10 +136,8 @@ def load_teacher(path: str, dev: torch.device) -> ResNet:
 
 
 def kd_loss(logits: torch.Tensor, t_logits: torch.Tensor, y: torch.Tensor, alpha: float, temp: float) -> torch.Tensor:
-    """Hinton distillation: (1 - alpha) CE(y) + alpha T^2 KL(teacher_T || student_T)."""
-    kl = F.kl_div(F.log_softmax(logits / temp, 1), F.log_softmax(t_logits / temp, 1), reduction="batchmean",
-                  log_target=True)
-    return (1 - alpha) * F.cross_entropy(logits, y) + alpha * temp * temp * kl
+    """Hinton distillation with the plain cross-entropy as the hard loss (the classifier trainer's helper)."""
+    return distillation_loss(logits, t_logits, F.cross_entropy(logits, y), alpha, temp)
 
 
 def train_scheme(scheme: str, a, train, test) -> dict:

@@ -30,7 +30,7 @@ from ..data.cifar import Split, batches, random_crop_flip
 from ..models.nqe import NQE, NQEConfig, get_preset
 from ..utils import atomic_save, atomic_write_text, resolve_device, use_bf16
 
-__all__ = ["TrainConfig", "train_classifier", "evaluate", "load_classifier", "save_classifier"]
+__all__ = ["TrainConfig", "train_classifier", "evaluate", "load_classifier", "save_classifier", "distillation_loss"]
 
 
 @dataclass(frozen=True)
@@ -118,6 +118,15 @@ def evaluate(model: NQE, data: Split, tta: bool = True, batch_size: int = 500) -
     correct = pred == data.y
     per_class = [float(correct[data.y == c].float().mean()) if (data.y == c).any() else float("nan") for c in range(10)]
     return {"accuracy": float(correct.float().mean()), "per_class": per_class, "n": len(data), "tta": tta}
+
+
+def distillation_loss(logits: torch.Tensor, t_logits: torch.Tensor, hard_loss: torch.Tensor, alpha: float,
+                      temperature: float) -> torch.Tensor:
+    """Hinton distillation: ``(1 - alpha) hard_loss + alpha T^2 KL(teacher_T || student_T)``."""
+    T = temperature
+    kd = F.kl_div(F.log_softmax(logits / T, 1), F.log_softmax(t_logits / T, 1), reduction="batchmean",
+                  log_target=True) * T * T
+    return (1 - alpha) * hard_loss + alpha * kd
 
 
 def _one_cycle(step: int, total: int, warm: float) -> float:
@@ -246,10 +255,7 @@ def train_classifier(
             if teacher is not None:
                 with torch.no_grad():
                     t_logits = teacher(xb).float()
-                T = cfg.kd_temperature
-                kd = F.kl_div(F.log_softmax(logits.float() / T, 1), F.log_softmax(t_logits / T, 1),
-                              reduction="batchmean", log_target=True) * T * T
-                loss = (1 - cfg.kd_alpha) * loss + cfg.kd_alpha * kd
+                loss = distillation_loss(logits.float(), t_logits, loss, cfg.kd_alpha, cfg.kd_temperature)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
