@@ -1,4 +1,4 @@
-"""``megabit compress IMAGE|FOLDER -o OUT [--rate 0.25] [--model M] [--entropy auto|raw|ans]``."""
+"""``megabit compress IMAGE|FOLDER -o OUT [--rate 0.25] [--model M] [--entropy auto|raw|ans] [--search STEPS]``."""
 
 from __future__ import annotations
 
@@ -18,6 +18,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="bundled model name or model .pt file (default: codec-nested-v3)")
     p.add_argument("--entropy", default="auto", choices=["auto", "raw", "ans"],
                    help="raw = fixed rate; ans = rANS-coded code bits; auto = the smaller (default)")
+    p.add_argument("--search", type=int, default=0, metavar="STEPS",
+                   help="encoder-side code search: STEPS decoder-guided refinement steps per patch (slow, ~1 s per "
+                        "384 patches per step on one core; same format and decoder). 0 = the NQE encoder as is (default)")
     return p
 
 
@@ -35,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     from ..data.images import list_images
 
     rb = rate_bits(a.rate)
+    from ..codec.search import SearchConfig
+
+    search = SearchConfig(steps=a.search)
     src, dst = Path(a.input), Path(a.output)
     if not src.exists():
         raise ValueError(f"no such file or folder: {src}")
@@ -46,9 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         dst.mkdir(parents=True, exist_ok=True)
         total = 0
         for f in tqdm(files, desc="compress", unit="img"):
-            total += compress_file(f, dst / (f.stem + ".mbc"), codec, rb, a.entropy)
+            total += compress_file(f, dst / (f.stem + ".mbc"), codec, rb, a.entropy, search)
         print(f"{len(files)} images -> {dst} ({total} bytes)")
     else:
-        n = compress_file(src, dst, codec, rb, a.entropy)
+        n = compress_file(src, dst, codec, rb, a.entropy, search)
         print(f"{src} -> {dst} ({n} bytes)")
     return 0

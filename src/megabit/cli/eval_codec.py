@@ -1,4 +1,4 @@
-"""``megabit eval-codec --data-root DIR [--model M] [--rates 128 256 512] [--json OUT] [--plot rd.png]``."""
+"""``megabit eval-codec --data-root DIR [--model M] [--rates 128 256 512] [--json OUT] [--plot rd.png] [--search STEPS]``."""
 
 from __future__ import annotations
 
@@ -25,6 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "after every image with \"partial\": true until done)")
     p.add_argument("--plot", default=None, help="write an RD plot (PNG)")
     p.add_argument("--published", default=None, help="folder of CompressAI result JSONs to draw on the plot")
+    p.add_argument("--search", type=int, default=0, metavar="STEPS",
+                   help="encoder-side code search steps (megabit.codec.search; slow). Rows then also hold the "
+                        "encoder-only result of the same image (no_search). 0 = off (default)")
     p.add_argument("--extra", default=None, help="JSON object merged into the result (e.g. training facts)")
     return p
 
@@ -35,13 +38,15 @@ def main(argv: list[str] | None = None) -> int:
 
     from ..codec.api import load_codec
     from ..codec.evaluate import anchor_cache_from_results, evaluate_codec, plot_rd
+    from ..codec.search import SearchConfig
     from ..utils import atomic_write_text
 
     torch.set_num_threads(1)
     seed = anchor_cache_from_results(*a.anchors_from) if a.anchors_from else None
     codec = None if a.anchors_only else load_codec(a.model)
     res = evaluate_codec(a.data_root, codec, tuple(a.rates), None if a.anchors is None else tuple(a.anchors), a.limit,
-                         a.anchor_cache, partial_json=a.json, extra=json.loads(a.extra) if a.extra else None, seed_cache=seed)
+                         a.anchor_cache, partial_json=a.json, extra=json.loads(a.extra) if a.extra else None, seed_cache=seed,
+                         search=SearchConfig(steps=a.search))
     if a.json:
         atomic_write_text(a.json, json.dumps(res, indent=1))
     if a.plot:

@@ -25,9 +25,10 @@ from ..fmt.mbc import MbcHeader, pack_bits, pack_mbc, unpack_bits, unpack_mbc
 from ..models.patch_codec import PATCH, PatchCodec, PatchCodecConfig
 from ..utils import atomic_write_bytes
 from . import entropy_model as em
+from .search import SearchConfig, search_bits
 from .registry import CUSTOM_MODEL_ID, DEFAULT_MODEL, MODELS, asset_path, model_id_of
 
-__all__ = ["Codec", "load_codec", "compress_image", "decompress_bytes", "reconstruct", "compress_file",
+__all__ = ["Codec", "load_codec", "compress_image", "SearchConfig", "decompress_bytes", "reconstruct", "compress_file",
            "decompress_file", "ENTROPY_MODES"]
 
 ENTROPY_MODES = ("auto", "raw", "ans")
@@ -90,8 +91,12 @@ def _to_tensor(img: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(img, copy=True)).permute(2, 0, 1)[None].float()
 
 
-def encode_bits_of(img: np.ndarray, codec: Codec, rate_bits: int) -> tuple[np.ndarray, int, int]:
-    """uint8 [H, W, 3] -> (bits [gh*gw, rate], gh, gw), image padded by edge replication."""
+def encode_bits_of(img: np.ndarray, codec: Codec, rate_bits: int,
+                   search: SearchConfig | int | None = None) -> tuple[np.ndarray, int, int]:
+    """uint8 [H, W, 3] -> (bits [gh*gw, rate], gh, gw), image padded by edge replication.
+
+    ``search``: encoder-side code search steps (or a :class:`SearchConfig`); None/0 = the NQE
+    encoder's code as is (see :mod:`megabit.codec.search`)."""
     codec.model.cfg.channels_for(rate_bits)
     x = _to_tensor(pad_to_multiple(img, PATCH))
     gh, gw = x.shape[2] // PATCH, x.shape[3] // PATCH
@@ -100,14 +105,19 @@ def encode_bits_of(img: np.ndarray, codec: Codec, rate_bits: int) -> tuple[np.nd
     for r0 in range(0, gh, rows_per_chunk):
         xs = x[:, :, r0 * PATCH : (r0 + rows_per_chunk) * PATCH]
         bits.append(codec.model.compress(xs, rate_bits).numpy())
-    return np.concatenate(bits, 0), gh, gw
+    bits = np.concatenate(bits, 0)
+    if search:
+        bits = search_bits(codec, x, bits, rate_bits, search)
+    return bits, gh, gw
 
 
-def compress_image(img, codec: Codec, rate_bits: int = 256, entropy: str = "auto") -> bytes:
+def compress_image(img, codec: Codec, rate_bits: int = 256, entropy: str = "auto",
+                   search: SearchConfig | int | None = None) -> bytes:
     """Image (path, PIL image or uint8 [H, W, 3|1|4] array) -> .mbc bytes.
 
     ``entropy``: "raw" = fixed rate (packed bits), "ans" = rANS with the model's bit table,
-    "auto" = the smaller of the two.
+    "auto" = the smaller of the two. ``search``: encoder-side code search steps (0/None = off;
+    the file format and the decoder are the same either way).
     """
     if entropy not in ENTROPY_MODES:
         raise ValueError(f"entropy must be one of {ENTROPY_MODES}, got {entropy!r}")
@@ -135,7 +145,7 @@ def compress_image(img, codec: Codec, rate_bits: int = 256, entropy: str = "auto
             a, channels = load_rgb(im), len(im.getbands())
     channels = min(max(channels, 1), 4)
     h, w = a.shape[:2]
-    bits, gh, gw = encode_bits_of(np.ascontiguousarray(a), codec, rate_bits)
+    bits, gh, gw = encode_bits_of(np.ascontiguousarray(a), codec, rate_bits, search)
     raw = pack_bits(bits)
     payload, coded = raw, False
     if entropy in ("ans", "auto"):
@@ -218,9 +228,9 @@ def decompress_bytes(data: bytes, codec: Codec | None = None, refine: bool = Tru
 
 
 def compress_file(src: str | os.PathLike, dst: str | os.PathLike, codec: Codec, rate_bits: int = 256,
-                  entropy: str = "auto") -> int:
+                  entropy: str = "auto", search: SearchConfig | int | None = None) -> int:
     """Compress one image file to a .mbc file (atomic write). Returns the file size in bytes."""
-    data = compress_image(Path(src), codec, rate_bits, entropy)
+    data = compress_image(Path(src), codec, rate_bits, entropy, search)
     atomic_write_bytes(dst, data)
     return len(data)
 

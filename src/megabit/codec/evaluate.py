@@ -25,12 +25,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.images import list_images, load_rgb
+from ..data.images import list_images, load_rgb, pad_to_multiple
 from ..fmt.mbc import CRC, HEADER, MbcHeader, pack_bits, pack_mbc
 from . import entropy_model as em
 from .anchors import available_anchors, encode_at_bpp
-from .api import Codec, _refine_tiled, decode_header_bits, encode_bits_of, reconstruct
+from ..models.patch_codec import PATCH
+from .api import Codec, _refine_tiled, _to_tensor, decode_header_bits, encode_bits_of, reconstruct
 from .metrics import blockiness, ms_ssim, psnr
+from .search import SearchConfig, search_bits
 
 __all__ = ["evaluate_codec", "fixed_bpp", "machine_info", "plot_rd", "PUBLISHED"]
 
@@ -98,8 +100,12 @@ def evaluate_codec(
     partial_json: str | os.PathLike | None = None,
     extra: dict | None = None,
     seed_cache: dict | None = None,
+    search: SearchConfig | None = None,
 ) -> dict:
     """Evaluate on every image of ``data_root``; ``codec=None`` evaluates the anchors only.
+
+    ``search``: encoder-side code search (:mod:`megabit.codec.search`); each row then also holds the
+    encoder-only result of the same image (``no_search``), so the gain is paired.
 
     ``partial_json``: rewrite the result (``"partial": true``) there after every image."""
     files = list_images(data_root)[:limit]
@@ -124,6 +130,13 @@ def evaluate_codec(
             if codec is not None:
                 t0 = time.time()
                 bits, gh, gw = encode_bits_of(img, codec, r)
+                if search is not None and search.steps:
+                    enc_bits = bits
+                    bits = search_bits(codec, _to_tensor(pad_to_multiple(img, PATCH)), enc_bits, r, search)
+                    x0 = reconstruct(enc_bits, gh, gw, r, codec)
+                    row["no_search"] = {**_quality(img, _to_uint8(x0, h, w)),
+                                        "ideal_bpp_model": round(em.ideal_bits(enc_bits, gh, gw, codec.bit_probs) / (w * h), 5),
+                                        "bits_changed": round(float((enc_bits != bits).mean()), 5)}
                 hdr = MbcHeader(w, h, 3, r, codec.model_id, codec.model_hash, False)
                 raw = pack_mbc(hdr, pack_bits(bits))
                 ans = pack_mbc(MbcHeader(w, h, 3, r, codec.model_id, codec.model_hash, True),
@@ -161,12 +174,12 @@ def evaluate_codec(
         if partial_json:
             from ..utils import atomic_write_text
 
-            part = {**_result(data_root, codec, rates, anchors, rows, t_model, len(rows[rates[0]]), len(files)), **(extra or {})}
+            part = {**_result(data_root, codec, rates, anchors, rows, t_model, len(rows[rates[0]]), len(files), search), **(extra or {})}
             atomic_write_text(partial_json, json.dumps(part, indent=1))
-    return {**_result(data_root, codec, rates, anchors, rows, t_model, len(files), len(files)), **(extra or {})}
+    return {**_result(data_root, codec, rates, anchors, rows, t_model, len(files), len(files), search), **(extra or {})}
 
 
-def _result(data_root, codec, rates, anchors, rows, t_model, n_done, n_total) -> dict:
+def _result(data_root, codec, rates, anchors, rows, t_model, n_done, n_total, search=None) -> dict:
     summary: dict = {}
     for r in rates:
         rs = rows[r]
@@ -175,6 +188,9 @@ def _result(data_root, codec, rates, anchors, rows, t_model, n_done, n_total) ->
             for k in ("bpp_real", "bpp_ans", "ideal_bpp_model", "psnr", "ms_ssim", "blockiness"):
                 m[k] = _mean(rs, k)
             m["no_refine"] = {k: _mean([x["no_refine"] for x in rs], k) for k in ("psnr", "ms_ssim", "blockiness")}
+            if rs and "no_search" in rs[0]:
+                m["no_search"] = {k: _mean([x["no_search"] for x in rs], k)
+                                  for k in ("psnr", "ms_ssim", "blockiness", "ideal_bpp_model", "bits_changed")}
         for a in anchors:
             sub = [x[a] for x in rs]
             m[a] = {k: _mean(sub, k) for k in ("bpp", "psnr", "ms_ssim", "blockiness")}
@@ -184,7 +200,8 @@ def _result(data_root, codec, rates, anchors, rows, t_model, n_done, n_total) ->
         "dataset": str(data_root), "n_images": n_done, "n_images_planned": n_total, "partial": n_done < n_total,
         "rates_bits_per_patch": list(rates),
         "model": None if codec is None else {"name": codec.name, "hash": codec.model_hash.hex(),
-                                             "config": codec.model.cfg.to_dict()},
+                                             "config": codec.model.cfg.to_dict(),
+                                             "search": (search or SearchConfig()).to_dict()},
         "codec_seconds_per_image_all_rates": round(t_model / max(1, n_done), 3) if codec is not None else None,
         "anchors": list(anchors), "machine": machine_info(), "mean": summary,
         "per_image": {str(r): rows[r] for r in rates},

@@ -206,6 +206,9 @@ def train_classifier(
 
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + state["epoch"] * 7 + rank)
     steps_per_epoch = len(train) // cfg.batch_size
+    if steps_per_epoch == 0:  # batches drop the last partial batch: an epoch would take no step
+        raise ValueError(f"{len(train)} training images is fewer than one batch ({cfg.batch_size}); "
+                         "use more images or a smaller --batch-size")
     epoch = state["epoch"]
     cur_phase = None
     while epoch < total_epochs:

@@ -1,0 +1,97 @@
+"""Encoder-side code search (megabit.codec.search): never worse than the encoder, same format."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from megabit.cli.main import main as megabit_main
+from megabit.codec.api import _to_tensor, compress_image, decode_header_bits, decompress_bytes, encode_bits_of
+from megabit.codec.search import SearchConfig, patch_mse, search_bits
+from megabit.data.images import pad_to_multiple
+
+
+def _smooth(h, w, seed=0):
+    """A smooth image (random low-frequency field): something a decoder can approach."""
+    g = torch.Generator().manual_seed(seed)
+    low = torch.rand(1, 3, 3, 3, generator=g) * 255
+    return torch.nn.functional.interpolate(low, (h, w), mode="bilinear", align_corners=False)[0].permute(1, 2, 0) \
+        .round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+def test_off_is_the_encoder(tiny_codec):
+    img = _smooth(64, 96)
+    b0, _, _ = encode_bits_of(img, tiny_codec, 64)
+    for off in (None, 0, SearchConfig()):
+        assert np.array_equal(encode_bits_of(img, tiny_codec, 64, off)[0], b0)
+
+
+def test_never_worse_per_patch_and_better_overall(tiny_codec):
+    img = _smooth(96, 128, seed=3)
+    x = _to_tensor(pad_to_multiple(img, 32))
+    b0, _, _ = encode_bits_of(img, tiny_codec, 64)
+    b1 = search_bits(tiny_codec, x, b0, 64, SearchConfig(steps=15, chunk=5))  # chunks: 12 patches in 3 batches
+    e0, e1 = patch_mse(tiny_codec, x, b0, 64), patch_mse(tiny_codec, x, b1, 64)
+    assert np.all(e1 <= e0 + 1e-7)
+    assert e1.sum() < e0.sum() and (b1 != b0).any()
+    # chunking is exact: one batch gives the same bits
+    assert np.array_equal(b1, search_bits(tiny_codec, x, b0, 64, SearchConfig(steps=15, chunk=1024)))
+
+
+def test_model_left_as_found(tiny_codec):
+    m = tiny_codec.model
+    req = [p.requires_grad for p in m.parameters()]
+    img = _smooth(32, 32)
+    encode_bits_of(img, tiny_codec, 32, 3)
+    assert [p.requires_grad for p in m.parameters()] == req and not m.training
+
+
+@settings(max_examples=8, deadline=None)
+@given(h=st.integers(1, 70), w=st.integers(1, 70), rate=st.sampled_from([32, 64]), steps=st.integers(1, 4),
+       entropy=st.sampled_from(["raw", "ans", "auto"]), seed=st.integers(0, 9))
+def test_search_roundtrip(tiny_codec, h, w, rate, steps, entropy, seed):
+    img = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    bits, _, _ = encode_bits_of(img, tiny_codec, rate, steps)
+    data = compress_image(img, tiny_codec, rate, entropy, search=steps)
+    _, dec = decode_header_bits(data, tiny_codec)
+    assert np.array_equal(dec, bits)
+    assert decompress_bytes(data, tiny_codec).shape == (h, w, 3)
+
+
+def test_bad_settings():
+    for bad in ({"steps": -1}, {"steps": 1.5}, {"lr": 0}, {"init": -1}, {"chunk": 0}):
+        with pytest.raises(ValueError):
+            SearchConfig(**bad)
+
+
+def test_cli(tmp_path, tiny_model_file, capsys, monkeypatch):
+    from PIL import Image
+
+    from megabit.cli import compress
+
+    monkeypatch.setattr(compress, "RATES", {"0.0625": 64})  # the tiny model's rates
+
+    Image.fromarray(_smooth(40, 64)).save(tmp_path / "a.png")
+    assert megabit_main(["compress", str(tmp_path / "a.png"), "-o", str(tmp_path / "a.mbc"), "--rate", "0.0625",
+                         "--model", str(tiny_model_file), "--search", "3"]) == 0
+    assert megabit_main(["decompress", str(tmp_path / "a.mbc"), "-o", str(tmp_path / "a_out.png"),
+                         "--model", str(tiny_model_file)]) == 0
+    capsys.readouterr()
+    assert megabit_main(["compress", str(tmp_path / "a.png"), "-o", str(tmp_path / "b.mbc"), "--rate", "0.0625",
+                         "--model", str(tiny_model_file), "--search", "-2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("megabit: error:") and not (tmp_path / "b.mbc").exists()
+    # eval-codec --search pairs every row with the encoder-only result of the same image
+    d = tmp_path / "ev"
+    d.mkdir()
+    Image.fromarray(_smooth(64, 64, seed=2)).save(d / "x.png")
+    js = tmp_path / "r.json"
+    assert megabit_main(["eval-codec", "--data-root", str(d), "--model", str(tiny_model_file), "--rates", "64",
+                         "--anchors", "jpeg", "--search", "5", "--json", str(js)]) == 0
+    r = json.loads(js.read_text())
+    assert r["model"]["search"]["steps"] == 5
+    row = r["per_image"]["64"][0]
+    assert {"psnr", "bits_changed", "ideal_bpp_model"} <= set(row["no_search"])
