@@ -55,6 +55,6 @@ def main(argv: list[str] | None = None) -> int:
             total += compress_file(f, dst / (f.stem + ".mbc"), codec, rb, a.entropy, search)
         print(f"{len(files)} images -> {dst} ({total} bytes)")
     else:
-        n = compress_file(src, dst, codec, rb, a.entropy, search)
+        n = compress_file(src, dst, codec, rb, a.entropy, search, progress=True)
         print(f"{src} -> {dst} ({n} bytes)")
     return 0

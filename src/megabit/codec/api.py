@@ -92,7 +92,7 @@ def _to_tensor(img: np.ndarray) -> torch.Tensor:
 
 
 def encode_bits_of(img: np.ndarray, codec: Codec, rate_bits: int,
-                   search: SearchConfig | int | None = None) -> tuple[np.ndarray, int, int]:
+                   search: SearchConfig | int | None = None, progress: bool = False) -> tuple[np.ndarray, int, int]:
     """uint8 [H, W, 3] -> (bits [gh*gw, rate], gh, gw), image padded by edge replication.
 
     ``search``: encoder-side code search steps (or a :class:`SearchConfig`); None/0 = the NQE
@@ -107,12 +107,12 @@ def encode_bits_of(img: np.ndarray, codec: Codec, rate_bits: int,
         bits.append(codec.model.compress(xs, rate_bits).numpy())
     bits = np.concatenate(bits, 0)
     if search:
-        bits = search_bits(codec, x, bits, rate_bits, search)
+        bits = search_bits(codec, x, bits, rate_bits, search, progress)
     return bits, gh, gw
 
 
 def compress_image(img, codec: Codec, rate_bits: int = 256, entropy: str = "auto",
-                   search: SearchConfig | int | None = None) -> bytes:
+                   search: SearchConfig | int | None = None, progress: bool = False) -> bytes:
     """Image (path, PIL image or uint8 [H, W, 3|1|4] array) -> .mbc bytes.
 
     ``entropy``: "raw" = fixed rate (packed bits), "ans" = rANS with the model's bit table,
@@ -145,7 +145,7 @@ def compress_image(img, codec: Codec, rate_bits: int = 256, entropy: str = "auto
             a, channels = load_rgb(im), len(im.getbands())
     channels = min(max(channels, 1), 4)
     h, w = a.shape[:2]
-    bits, gh, gw = encode_bits_of(np.ascontiguousarray(a), codec, rate_bits, search)
+    bits, gh, gw = encode_bits_of(np.ascontiguousarray(a), codec, rate_bits, search, progress)
     raw = pack_bits(bits)
     payload, coded = raw, False
     if entropy in ("ans", "auto"):
@@ -228,9 +228,10 @@ def decompress_bytes(data: bytes, codec: Codec | None = None, refine: bool = Tru
 
 
 def compress_file(src: str | os.PathLike, dst: str | os.PathLike, codec: Codec, rate_bits: int = 256,
-                  entropy: str = "auto", search: SearchConfig | int | None = None) -> int:
-    """Compress one image file to a .mbc file (atomic write). Returns the file size in bytes."""
-    data = compress_image(Path(src), codec, rate_bits, entropy, search)
+                  entropy: str = "auto", search: SearchConfig | int | None = None, progress: bool = False) -> int:
+    """Compress one image file to a .mbc file (atomic write). Returns the file size in bytes.
+    ``progress``: a bar for the code search (if any)."""
+    data = compress_image(Path(src), codec, rate_bits, entropy, search, progress)
     atomic_write_bytes(dst, data)
     return len(data)
 

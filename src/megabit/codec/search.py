@@ -82,9 +82,11 @@ def patch_mse(codec, x: torch.Tensor, bits: np.ndarray, rate_bits: int) -> np.nd
     return torch.cat(out).numpy()
 
 
-def search_bits(codec, x: torch.Tensor, bits: np.ndarray, rate_bits: int, cfg: SearchConfig | int) -> np.ndarray:
+def search_bits(codec, x: torch.Tensor, bits: np.ndarray, rate_bits: int, cfg: SearchConfig | int,
+                progress: bool = False) -> np.ndarray:
     """Improve the encoder's ``bits`` [P, rate_bits] (0/1 uint8, row-major patches) for the padded
-    image ``x`` [1, 3, 32gh, 32gw] on 0..255. Returns new bits of the same shape."""
+    image ``x`` [1, 3, 32gh, 32gw] on 0..255. Returns new bits of the same shape. ``progress``: a
+    tqdm bar over the steps of all chunks."""
     cfg = SearchConfig(steps=cfg) if isinstance(cfg, int) else cfg
     bits = np.asarray(bits, np.uint8)
     if cfg.steps == 0:
@@ -100,6 +102,10 @@ def search_bits(codec, x: torch.Tensor, bits: np.ndarray, rate_bits: int, cfg: S
     was_training = m.training
     m.eval()
     out = bits.copy()
+    from tqdm import tqdm
+
+    n_chunks = -(-bits.shape[0] // cfg.chunk)
+    bar = tqdm(total=n_chunks * cfg.steps, desc="code search", unit="step", disable=not progress, leave=False)
     try:
         for i in range(0, bits.shape[0], cfg.chunk):
             tgt = tgt_all[i : i + cfg.chunk]
@@ -128,8 +134,10 @@ def search_bits(codec, x: torch.Tensor, bits: np.ndarray, rate_bits: int, cfg: S
                 opt.step()
                 with torch.no_grad():
                     u.clamp_(-1.0, 1.0)
+                bar.update()
             out[i : i + n] = (best > 0).to(torch.uint8).reshape(n, -1).numpy()
     finally:
+        bar.close()
         for p, r in zip(m.parameters(), req):
             p.requires_grad_(r)
         m.train(was_training)
