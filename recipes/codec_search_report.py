@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from megabit.codec.evaluate import _published
+from megabit.codec.evaluate import _published, summarize
 from megabit.utils import atomic_write_text
 
 ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -37,12 +37,23 @@ for p, path in zip(parts, a.parts):
         sys.exit(f"{path}: another model or other search settings than {a.parts[0]} / {a.base}")
     if not p["model"]["search"]["steps"]:
         sys.exit(f"{path} was evaluated without --search")
-merged = {**first, "mean": {}, "per_image": {}, "parts": a.parts, "base": a.base}
-for p in parts:
-    merged["mean"].update(p["mean"])
-    merged["per_image"].update(p["per_image"])
-merged["partial"] = any(p.get("partial") for p in parts)
+# parts may split a rate's images (e.g. two halves run on two cores): rows are concatenated per rate
+merged = {**first, "per_image": {}, "parts": a.parts, "base": a.base, "dataset": base["dataset"]}
+for p, path in zip(parts, a.parts):
+    for r, rows in p["per_image"].items():
+        have = {x["image"] for x in merged["per_image"].setdefault(r, [])}
+        if have & {x["image"] for x in rows}:
+            sys.exit(f"{path}: images already given by another part at {r} bits")
+        merged["per_image"][r] += rows
+for r in merged["per_image"]:
+    merged["per_image"][r].sort(key=lambda x: x["image"])
+merged["mean"] = summarize(merged["per_image"], merged["anchors"])
+merged["n_images"] = min(len(v) for v in merged["per_image"].values())
+merged["n_images_planned"] = len(base["per_image"][next(iter(base["per_image"]))])
+merged["partial"] = any(p.get("partial") for p in parts) or any(
+    len(v) < merged["n_images_planned"] for v in merged["per_image"].values())
 merged["rates_bits_per_patch"] = sorted(int(r) for r in merged["mean"])
+merged["codec_seconds_per_image_all_rates"] = None  # per part: see the part files
 
 # same model, same images: the search run's encoder-only PSNR must be the base run's
 for r, rows in merged["per_image"].items():
@@ -72,6 +83,7 @@ for r in sorted(merged["per_image"], key=int):
         m[an] = mean(rows, lambda x: x[an]["psnr"])
         m[an + "_bpp"] = mean(rows, lambda x: x[an]["bpp"])
     merged["mean"][r]["no_search"]["bpp_real"] = m["enc_bpp"]
+    merged["mean"][r]["n_images"] = m["n"]
     table.append((r, m))
 merged["summary"] = {r: {k: round(v, 5) if isinstance(v, float) else v for k, v in m.items()} for r, m in table}
 atomic_write_text(a.out, json.dumps(merged, indent=1))

@@ -179,12 +179,12 @@ def evaluate_codec(
     return {**_result(data_root, codec, rates, anchors, rows, t_model, len(files), len(files), search), **(extra or {})}
 
 
-def _result(data_root, codec, rates, anchors, rows, t_model, n_done, n_total, search=None) -> dict:
+def summarize(rows: dict, anchors, with_model: bool = True) -> dict:
+    """Means per rate of per-image rows ``{rate: [row, ...]}`` (the ``mean`` of an eval-codec result)."""
     summary: dict = {}
-    for r in rates:
-        rs = rows[r]
+    for r, rs in rows.items():
         m: dict = {"bpp_fixed": _mean(rs, "bpp_fixed")}
-        if codec is not None:
+        if with_model:
             for k in ("bpp_real", "bpp_ans", "ideal_bpp_model", "psnr", "ms_ssim", "blockiness"):
                 m[k] = _mean(rs, k)
             m["no_refine"] = {k: _mean([x["no_refine"] for x in rs], k) for k in ("psnr", "ms_ssim", "blockiness")}
@@ -196,6 +196,11 @@ def _result(data_root, codec, rates, anchors, rows, t_model, n_done, n_total, se
             m[a] = {k: _mean(sub, k) for k in ("bpp", "psnr", "ms_ssim", "blockiness")}
             m[a]["n_over_target"] = sum(bool(x["over_target"]) for x in sub)
         summary[str(r)] = m
+    return summary
+
+
+def _result(data_root, codec, rates, anchors, rows, t_model, n_done, n_total, search=None) -> dict:
+    summary = summarize({r: rows[r] for r in rates}, anchors, codec is not None)
     return {
         "dataset": str(data_root), "n_images": n_done, "n_images_planned": n_total, "partial": n_done < n_total,
         "rates_bits_per_patch": list(rates),
