@@ -95,3 +95,16 @@ def test_cli(tmp_path, tiny_model_file, capsys, monkeypatch):
     assert r["model"]["search"]["steps"] == 5
     row = r["per_image"]["64"][0]
     assert {"psnr", "bits_changed", "ideal_bpp_model"} <= set(row["no_search"])
+
+
+@pytest.mark.parametrize("rate", [128, 512])
+def test_bundled_model(rate):
+    from megabit.codec.api import load_codec
+
+    c = load_codec()
+    img = _smooth(64, 96, seed=4)
+    x = _to_tensor(pad_to_multiple(img, 32))
+    b0, _, _ = encode_bits_of(img, c, rate)
+    b1 = search_bits(c, x, b0, rate, SearchConfig(steps=20))
+    e0, e1 = patch_mse(c, x, b0, rate), patch_mse(c, x, b1, rate)
+    assert np.all(e1 <= e0 + 1e-7) and e1.sum() < e0.sum()
