@@ -116,7 +116,7 @@ if a.plot:
         ax.plot([base["mean"][r][x]["bpp"] for r in rates], [base["mean"][r][x]["psnr"] for r in rates], "s--", ms=4,
                 label=f"{x.upper()} (Pillow, matched)")
     ax.plot([base["mean"][r]["bpp_real"] for r in rates], [base["mean"][r]["psnr"] for r in rates], "o--", c="k",
-            label=f"{base['model']['name']}: NQE encoder (real rate)")
+            label=f"{first['model']['name']}: NQE encoder (real rate)")
     ax.plot([m["bpp"] for _, m in table], [m["psnr"] for _, m in table], "o-", c="tab:red", lw=2,
             label=f"+ encoder-side code search, {steps} steps (real rate)")
     ax.set_xlabel("bpp (real file size)")
