@@ -48,12 +48,7 @@ a = ap.parse_args()
 test = load_cifar10(a.data_root, "test", a.limit_test)
 extra = (["--limit-train", str(a.limit_train)] if a.limit_train else []) + \
         (["--limit-test", str(a.limit_test)] if a.limit_test else []) + (["--no-compile"] if a.no_compile else [])
-# rows of an earlier results file at the same epochs are kept, so presets and seeds can run in separate sessions
 rows = {}
-if Path(a.results).exists():
-    old = json.loads(Path(a.results).read_text())
-    if (old.get("epochs_bn"), old.get("epochs_bsn")) == (a.epochs_bn, a.epochs_bsn):
-        rows = old.get("presets", {})
 for preset in a.presets.split(","):
     key = preset if a.seed == 0 else f"{preset}-s{a.seed}"
     run = Path(a.out) / key
@@ -89,11 +84,12 @@ def delta(seed):
     return None
 
 
-# re-read just before writing: another seed's run may have written its rows meanwhile
+# rows of an earlier results file at the same epochs are kept (presets and seeds can run in separate
+# sessions or side by side); read just before writing, so a run that finished meanwhile is not lost
 if Path(a.results).exists():
     old = json.loads(Path(a.results).read_text())
     if (old.get("epochs_bn"), old.get("epochs_bsn")) == (a.epochs_bn, a.epochs_bsn):
-        rows = {**old.get("presets", {}), **{k: v for k, v in rows.items() if v.get("command") == " ".join(["python", *sys.argv])}}
+        rows = {**old.get("presets", {}), **rows}
 seeds = sorted({r.get("seed", 0) for r in rows.values()})
 deltas = {str(s): d for s in seeds if (d := delta(s)) is not None}
 doc = {"study": "ANS-freed budget spent on width: nqe-1mbit vs nqe-1mbit-ans at equal epochs",

@@ -179,11 +179,8 @@ def _refine_tiled(model: PatchCodec, x: torch.Tensor, rate_frac: float, tile: in
 def reconstruct(bits: np.ndarray, gh: int, gw: int, rate_bits: int, codec: Codec, refine: bool = True) -> torch.Tensor:
     """Code bits -> float image [1, 3, 32gh, 32gw] on 0..255 (PURENET: g_s per patch, tile, refine)."""
     m = codec.model
-    k = m.cfg.channels_for(rate_bits)
-    g = m.cfg.grid
     P = gh * gw
-    codes = torch.zeros(P, m.cfg.code_channels, g, g)
-    codes[:, :k] = torch.from_numpy(bits.astype(np.float32)).reshape(P, k, g, g) * 2 - 1
+    codes = m.codes_from_bits(torch.from_numpy(np.ascontiguousarray(bits)), rate_bits)
     patches = torch.cat([m.decode_patches(codes[i : i + 512], rate_bits) for i in range(0, P, 512)], 0)
     from ..models.patch_codec import unpatchify
 

@@ -27,9 +27,9 @@ import torch
 
 from ..data.images import list_images, load_rgb, pad_to_multiple
 from ..fmt.mbc import CRC, HEADER, MbcHeader, pack_bits, pack_mbc
+from ..models.patch_codec import PATCH
 from . import entropy_model as em
 from .anchors import available_anchors, encode_at_bpp
-from ..models.patch_codec import PATCH
 from .api import Codec, _refine_tiled, _to_tensor, decode_header_bits, encode_bits_of, reconstruct
 from .metrics import blockiness, ms_ssim, psnr
 from .search import SearchConfig, search_bits

@@ -62,22 +62,15 @@ class SearchConfig:
         return asdict(self)
 
 
-def _codes(bits: torch.Tensor, k: int, g: int) -> torch.Tensor:
-    return bits.float().reshape(bits.shape[0], k, g, g) * 2 - 1
-
-
 @torch.no_grad()
 def patch_mse(codec, x: torch.Tensor, bits: np.ndarray, rate_bits: int) -> np.ndarray:
     """Per-patch MSE (0..1 scale) of ``g_s``'s decoding of ``bits`` against the padded image ``x``
     ([1, 3, 32gh, 32gw], 0..255)."""
     m = codec.model
-    k, g = m.cfg.channels_for(rate_bits), m.cfg.grid
     tgt = patchify(x.float() / 255.0)
     out = []
     for i in range(0, tgt.shape[0], 512):
-        b = torch.from_numpy(np.ascontiguousarray(bits[i : i + 512]))
-        codes = torch.zeros(b.shape[0], m.cfg.code_channels, g, g)
-        codes[:, :k] = _codes(b, k, g)
+        codes = m.codes_from_bits(torch.from_numpy(np.ascontiguousarray(bits[i : i + 512])), rate_bits)
         out.append(F.mse_loss(m.decode_patches(codes, rate_bits), tgt[i : i + 512], reduction="none").mean((1, 2, 3)))
     return torch.cat(out).numpy()
 
@@ -92,7 +85,7 @@ def search_bits(codec, x: torch.Tensor, bits: np.ndarray, rate_bits: int, cfg: S
     if cfg.steps == 0:
         return bits
     m = codec.model
-    k, g = m.cfg.channels_for(rate_bits), m.cfg.grid
+    k = m.cfg.channels_for(rate_bits)
     tgt_all = patchify(x.float() / 255.0)
     if tgt_all.shape[0] != bits.shape[0] or bits.shape[1] != rate_bits:
         raise ValueError(f"bits {bits.shape} do not match the image's {tgt_all.shape[0]} patches x {rate_bits} bits")
@@ -109,9 +102,9 @@ def search_bits(codec, x: torch.Tensor, bits: np.ndarray, rate_bits: int, cfg: S
     try:
         for i in range(0, bits.shape[0], cfg.chunk):
             tgt = tgt_all[i : i + cfg.chunk]
-            start = _codes(torch.from_numpy(bits[i : i + cfg.chunk]), k, g)
+            full = m.codes_from_bits(torch.from_numpy(bits[i : i + cfg.chunk]), rate_bits)
+            start, pad = full[:, :k], full[:, k:]  # pad: the channels beyond the rate, zero
             n = start.shape[0]
-            pad = torch.zeros(n, m.cfg.code_channels - k, g, g)
             u = (start * cfg.init).requires_grad_(True)
             opt = torch.optim.Adam([u], lr=cfg.lr)
             best, best_loss = start.clone(), None

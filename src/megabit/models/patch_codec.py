@@ -388,14 +388,19 @@ class PatchCodec(nn.Module):
         codes = self.g_a(patchify(x))[:, :k]  # [P, k, g, g]
         return (codes > 0).to(torch.uint8).reshape(codes.shape[0], -1)
 
-    @torch.no_grad()
-    def decompress(self, bits: torch.Tensor, gh: int, gw: int, rate_bits: int, refine: bool = True) -> torch.Tensor:
-        """Inverse of :meth:`compress`: bits [gh*gw, rate_bits] -> image [1, 3, 32gh, 32gw] 0..255 float."""
-        k = self.cfg.channels_for(rate_bits)
-        g = self.cfg.grid
+    def codes_from_bits(self, bits: torch.Tensor, rate_bits: int) -> torch.Tensor:
+        """bits [P, rate_bits] (0/1, layout of :meth:`compress`) -> codes ±1 [P, code_channels, g, g],
+        the channels beyond the rate zero ("not sent")."""
+        k, g = self.cfg.channels_for(rate_bits), self.cfg.grid
         p = bits.shape[0]
         codes = torch.zeros(p, self.cfg.code_channels, g, g)
         codes[:, :k] = bits.float().reshape(p, k, g, g) * 2 - 1
+        return codes
+
+    @torch.no_grad()
+    def decompress(self, bits: torch.Tensor, gh: int, gw: int, rate_bits: int, refine: bool = True) -> torch.Tensor:
+        """Inverse of :meth:`compress`: bits [gh*gw, rate_bits] -> image [1, 3, 32gh, 32gw] 0..255 float."""
+        codes = self.codes_from_bits(bits, rate_bits)
         x = unpatchify(self.decode_patches(codes, rate_bits), 1, gh, gw)
         if refine:
             x = self.refine(x, rate_bits / self.cfg.max_bits)
