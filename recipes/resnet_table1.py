@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from megabit.data import batches, load_cifar10, random_crop_flip
 from megabit.models.resnet import (SCHEMES, ResNet, ResNetConfig, apply_levels, entropy_report, packed_size,
                                    quantized_layers, scheme_config)
-from megabit.quant.entropy_reg import entropy_penalty
+from megabit.quant.entropy_reg import RateController, entropy_penalty, hard_bits_per_weight
 from megabit.quant.precision import DEFAULT_CANDIDATES, PrecisionPlan, plan_precision
 from megabit.train.classifier import _one_cycle, distillation_loss
 from megabit.utils import atomic_save, atomic_write_text, resolve_device, use_bf16
@@ -68,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="soft-assignment temperature (step units^2); small T stalls the gradient inside bins")
     ap.add_argument("--plan-lam", type=float, default=0.1,
                     help="Lagrangian lambda (relative MSE per bit/weight); 0.01 kept 15 bins everywhere in the smoke run")
+    ap.add_argument("--target-bpw", type=float, default=None,
+                    help="[I] after the plan, steer beta so the body's code entropy ends near this many bits/weight "
+                         "(multiplicative dual ascent, megabit.quant.entropy_reg.RateController); tANS adds ~1%% + tables")
+    ap.add_argument("--rate-every", type=int, default=25, help="steps between entropy measurements for --target-bpw")
+    ap.add_argument("--rate-gain", type=float, default=0.5, help="log-beta change per relative entropy error")
     ap.add_argument("--per-channel", action="store_true",
                     help="[I] per-output-channel steps for the quantized body convs (the plan measures them the same way)")
     ap.add_argument("--teacher", default=None, metavar="MODEL_PT",
@@ -155,7 +160,7 @@ def train_scheme(scheme: str, a, train, test) -> dict:
     model = ResNet(cfg).to(dev)
     teacher = load_teacher(a.teacher, dev) if a.teacher and scheme != "float" else None
     opt = make_opt(model, a)
-    state = {"epoch": 0, "history": [], "wall": 0.0, "plan": None}
+    state = {"epoch": 0, "history": [], "wall": 0.0, "plan": None, "beta": a.entropy_weight}
     ck_path = run / "checkpoint.pt"
     if a.resume and ck_path.exists():
         ck = torch.load(ck_path, map_location="cpu", weights_only=False)
@@ -185,6 +190,10 @@ def train_scheme(scheme: str, a, train, test) -> dict:
         state["plan"] = plan.to_dict()
         print(plan.summary(), flush=True)
 
+    state.setdefault("beta", a.entropy_weight)
+    ctrl = None
+    if use_penalty and a.target_bpw is not None:
+        ctrl = RateController(a.target_bpw, max(state["beta"], 1e-3), gain=a.rate_gain)
     amp = use_bf16(a.bf16, dev.type)
     while state["epoch"] < a.epochs:
         ep = state["epoch"]
@@ -209,9 +218,12 @@ def train_scheme(scheme: str, a, train, test) -> dict:
                 loss = kd_loss(logits.float(), t_logits, yb, a.kd_alpha, a.kd_temperature)
             else:
                 loss = F.cross_entropy(logits.float(), yb)
-            if use_penalty and a.entropy_weight > 0:
+            if ctrl is not None and state["plan"] is not None and i % a.rate_every == 0:
+                state["beta"] = ctrl.update(hard_bits_per_weight(model.blocks))
+            beta = state["beta"]
+            if use_penalty and beta > 0:
                 bits = entropy_penalty(model.blocks, a.temperature)
-                loss = loss + a.entropy_weight * bits / n_body
+                loss = loss + beta * bits / n_body
                 tbits += float(bits.detach()) / n_body
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -229,6 +241,9 @@ def train_scheme(scheme: str, a, train, test) -> dict:
         acc = evaluate(model, test.x, test.y)
         rec = {"epoch": ep + 1, "train_loss": tl / max(1, tn), "train_acc": tok / max(1, tn), "test_acc": acc,
                "soft_bits_per_weight": tbits / max(1, i + 1) if use_penalty else None, "epoch_s": round(dt, 1)}
+        if use_penalty:
+            rec["beta_end"] = state["beta"]
+            rec["hard_bits_per_weight"] = hard_bits_per_weight(model.blocks)
         state["history"].append(rec)
         print(f"[{scheme}] epoch {ep + 1}/{a.epochs} loss {rec['train_loss']:.3f} test {acc:.4f} ({dt:.0f}s)", flush=True)
         atomic_save({"config": model.cfg.to_dict(), "model": {k: v.cpu() for k, v in model.state_dict().items()},

@@ -166,3 +166,17 @@ def test_kd_loss_reduces_to_cross_entropy_and_matches_teacher():
     assert torch.allclose(recipe.kd_loss(s, t, y, 0.0, 4.0), torch.nn.functional.cross_entropy(s, y))
     # pure distillation is 0 exactly when the student's logits equal the teacher's (up to a shift)
     assert float(recipe.kd_loss(t + 3.0, t, y, 1.0, 4.0)) < 1e-6 < float(recipe.kd_loss(s, t, y, 1.0, 4.0))
+
+
+def test_table1_recipe_rate_target_steers_beta(tmp_path, cifar_root):
+    recipe = _load_recipe()
+    out, res = tmp_path / "run", tmp_path / "t1.json"
+    argv = ["--data-root", str(cifar_root), "--out", str(out), "--results", str(res), "--schemes", "mixed-entropy",
+            "--epochs", "2", "--batch-size", "8", "--threads", "1", "--no-progress", "--candidates", "3,5",
+            "--entropy-weight", "0.5", "--target-bpw", "0.3", "--rate-every", "1"]
+    assert recipe.main(argv) == 0
+    hist = json.loads(res.read_text())["details"]["mixed-entropy"]["history"]
+    # before the plan (epoch 1) beta is the fixed --entropy-weight; after it the controller has raised it
+    # (the 3/5-bin plan starts far above 0.3 b/w) and every epoch records the measured entropy
+    assert hist[0]["beta_end"] == 0.5 and hist[1]["beta_end"] > 0.5
+    assert all(h["hard_bits_per_weight"] > 0 for h in hist)

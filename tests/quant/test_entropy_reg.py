@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from megabit.quant.entropy_reg import (collect_quantizers, entropy_penalty, hard_entropy, level_centres,
-                                       soft_assign, soft_entropy)
+from megabit.quant.entropy_reg import (RateController, collect_quantizers, entropy_penalty, hard_bits_per_weight,
+                                       hard_entropy, level_centres, soft_assign, soft_entropy)
 from megabit.quant.weight import QuantSpec, WeightQuantizer
 
 
@@ -109,3 +109,60 @@ def test_max_samples_estimate_close():
     full = float(entropy_penalty([(q, w)], 0.05))
     sub = float(entropy_penalty([(q, w)], 0.05, max_samples=10000, generator=torch.Generator().manual_seed(0)))
     assert sub == pytest.approx(full, rel=0.03)
+
+
+def test_hard_bits_per_weight_is_the_weighted_entropy_and_leaves_the_step_alone():
+    torch.manual_seed(0)
+    w1, w2 = torch.randn(3000), torch.randn(1000) * (torch.rand(1000) < 0.2)
+    q1 = WeightQuantizer(QuantSpec(5, "absmax")).train()
+    q2 = WeightQuantizer(QuantSpec(7, "absmax")).train()
+    q1.codes(w1), q2.codes(w2)
+    steps = q1.step.clone(), q2.step.clone()
+    got = hard_bits_per_weight([(q1, w1), (q2, w2)])
+    want = (3000 * hard_entropy(q1.codes(w1.mul(1)).detach(), 5) + 1000 * hard_entropy(q2.codes(w2).detach(), 7)) / 4000
+    q1.step.copy_(steps[0]), q2.step.copy_(steps[1])
+    assert got == pytest.approx((3000 * hard_entropy(q1.eval().codes(w1), 5) + 1000 * hard_entropy(q2.eval().codes(w2), 7)) / 4000)
+    assert abs(got - want) < 0.05
+    # measuring in training mode must not move the (momentum-averaged) step: it is used in the graph
+    q1.train(), q2.train()
+    w1b = w1 * 3.0
+    hard_bits_per_weight([(q1, w1b), (q2, w2)])
+    assert torch.equal(q1.step, steps[0]) and q1.training and q2.training
+
+
+def test_rate_controller_moves_beta_toward_the_target_and_validates():
+    c = RateController(target=1.0, beta=0.5, gain=0.5)
+    assert c.update(1.0) == pytest.approx(0.5)             # on target: unchanged
+    assert c.update(1.5) == pytest.approx(0.5 * math.exp(0.25))  # too many bits: dearer
+    b = c.beta
+    assert c.update(0.5) < b                                 # too few: cheaper
+    c2 = RateController(target=1.0, beta=1.0, beta_max=2.0)
+    for _ in range(50):
+        c2.update(10.0)
+    assert c2.beta == 2.0
+    with pytest.raises(ValueError):
+        RateController(target=0.0, beta=1.0)
+    with pytest.raises(ValueError):
+        RateController(target=1.0, beta=0.0)
+
+
+@pytest.mark.parametrize("target", [0.6, 1.2])
+def test_rate_controller_closes_the_loop(target):
+    """A data term pulls the weights back to a spread-out reference; the steered price meets the rate."""
+    torch.manual_seed(1)
+    ref = torch.randn(4000) * 1.2
+    w = torch.nn.Parameter(ref.clone())
+    q = _quantizer(5, "fixed")
+    h_free = hard_bits_per_weight([(q, w)])
+    assert h_free > 1.5 * target  # without the price the rate would be far above the target
+    c = RateController(target=target, beta=0.05, gain=0.1)
+    opt = torch.optim.Adam([w], lr=0.02)
+    for i in range(600):
+        if i % 5 == 0:
+            c.update(hard_bits_per_weight([(q, w)]))
+        opt.zero_grad()
+        loss = 10 * ((w - ref) ** 2).mean() + c.beta * entropy_penalty([(q, w)], temperature=0.3) / w.numel()
+        loss.backward()
+        opt.step()
+    h = hard_bits_per_weight([(q, w)])
+    assert abs(h - target) < 0.12 * target, (h, c.beta)

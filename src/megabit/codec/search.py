@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 from ..models.patch_codec import patchify
 
-__all__ = ["SearchConfig", "search_bits", "patch_mse"]
+__all__ = ["SearchConfig", "search_bits", "search_codes", "patch_mse"]
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,40 @@ def patch_mse(codec, x: torch.Tensor, bits: np.ndarray, rate_bits: int) -> np.nd
     return torch.cat(out).numpy()
 
 
+def search_codes(model, tgt: torch.Tensor, start: torch.Tensor, rate_bits: int, cfg: SearchConfig,
+                 on_step=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The search on patches: ``tgt`` [n, 3, 32, 32] on 0..1, ``start`` [n, k, ...] the +-1 code of the
+    rate's k channels. Returns (best code [n, k, ...] in +-1, its per-patch MSE). The caller sets the
+    model's mode and whether its parameters need gradients (only ``u`` is optimised here)."""
+    k = start.shape[1]
+    pad = start.new_zeros((start.shape[0], model.cfg.code_channels - k, *start.shape[2:]))  # channels beyond the rate: zero
+    u = (start * cfg.init).requires_grad_(True)
+    opt = torch.optim.Adam([u], lr=cfg.lr)
+    best, best_loss = start.clone(), None
+    for step in range(cfg.steps + 1):
+        b = torch.where(u > 0, 1.0, -1.0)
+        with torch.enable_grad():
+            rec = model.decode_patches(torch.cat([b + (u - u.detach()), pad], 1), rate_bits)
+            loss = F.mse_loss(rec, tgt, reduction="none").mean((1, 2, 3))
+        lo = loss.detach()
+        if best_loss is None:  # step 0 scores the start (the encoder's own code)
+            best_loss = lo.clone()
+        else:
+            better = lo < best_loss
+            best_loss = torch.where(better, lo, best_loss)
+            best[better] = b[better].detach()
+        if step == cfg.steps:
+            break
+        opt.zero_grad(set_to_none=True)
+        loss.sum().backward()
+        opt.step()
+        with torch.no_grad():
+            u.clamp_(-1.0, 1.0)
+        if on_step is not None:
+            on_step()
+    return best, best_loss
+
+
 def search_bits(codec, x: torch.Tensor, bits: np.ndarray, rate_bits: int, cfg: SearchConfig | int,
                 progress: bool = False) -> np.ndarray:
     """Improve the encoder's ``bits`` [P, rate_bits] (0/1 uint8, row-major patches) for the padded
@@ -101,34 +135,9 @@ def search_bits(codec, x: torch.Tensor, bits: np.ndarray, rate_bits: int, cfg: S
     bar = tqdm(total=n_chunks * cfg.steps, desc="code search", unit="step", disable=not progress, leave=False)
     try:
         for i in range(0, bits.shape[0], cfg.chunk):
-            tgt = tgt_all[i : i + cfg.chunk]
             full = m.codes_from_bits(torch.from_numpy(bits[i : i + cfg.chunk]), rate_bits)
-            start, pad = full[:, :k], full[:, k:]  # pad: the channels beyond the rate, zero
-            n = start.shape[0]
-            u = (start * cfg.init).requires_grad_(True)
-            opt = torch.optim.Adam([u], lr=cfg.lr)
-            best, best_loss = start.clone(), None
-            for step in range(cfg.steps + 1):
-                b = torch.where(u > 0, 1.0, -1.0)
-                with torch.enable_grad():
-                    rec = m.decode_patches(torch.cat([b + (u - u.detach()), pad], 1), rate_bits)
-                    loss = F.mse_loss(rec, tgt, reduction="none").mean((1, 2, 3))
-                lo = loss.detach()
-                if best_loss is None:  # step 0 scores the encoder's own code
-                    best_loss = lo.clone()
-                else:
-                    better = lo < best_loss
-                    best_loss = torch.where(better, lo, best_loss)
-                    best[better] = b[better].detach()
-                if step == cfg.steps:
-                    break
-                opt.zero_grad(set_to_none=True)
-                loss.sum().backward()
-                opt.step()
-                with torch.no_grad():
-                    u.clamp_(-1.0, 1.0)
-                bar.update()
-            out[i : i + n] = (best > 0).to(torch.uint8).reshape(n, -1).numpy()
+            best, _ = search_codes(m, tgt_all[i : i + cfg.chunk], full[:, :k], rate_bits, cfg, bar.update)
+            out[i : i + best.shape[0]] = (best > 0).to(torch.uint8).reshape(best.shape[0], -1).numpy()
     finally:
         bar.close()
         for p, r in zip(m.parameters(), req):
