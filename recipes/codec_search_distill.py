@@ -125,7 +125,7 @@ def main(argv=None) -> int:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            acc["mse"] += float(mse)
+            acc["mse"] += float(mse.detach())
             acc["n"] += 1
             state["step"] += 1
             state["elapsed"] = time.time() - t0

@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="[I] per-output-channel steps for the quantized body convs (the plan measures them the same way)")
     ap.add_argument("--teacher", default=None, metavar="MODEL_PT",
                     help="distil from this trained ResNet (e.g. RUN/float/model.pt): loss = (1-a) CE + a T^2 KL")
+    ap.add_argument("--init", default=None, metavar="MODEL_PT",
+                    help="[I] start every scheme from a trained float ResNet's weights (quantize a pretrained "
+                         "model, as the paper does); its quantizer steps are set from the loaded weights")
     ap.add_argument("--kd-alpha", type=float, default=0.7)
     ap.add_argument("--kd-temperature", type=float, default=4.0)
     ap.add_argument("--candidates", default=",".join(map(str, DEFAULT_CANDIDATES)))
@@ -130,6 +133,28 @@ def choose_plan(model: ResNet, a) -> PrecisionPlan:
     return plan_precision(body, cands, lam=a.plan_lam, step_rule="absmax", per_channel=a.per_channel)
 
 
+def load_init_weights(model: ResNet, path: str) -> None:
+    """Weights (conv, BN, FC) of a trained ResNet of the same shape; quantizer steps are re-estimated."""
+    from megabit.quant.weight import WeightQuantizer
+
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+        sd = ck["state_dict"]
+    except Exception as e:  # noqa: BLE001 - a missing, truncated or foreign file
+        raise SystemExit(f"error: --init {path}: not a model.pt written by this recipe ({type(e).__name__})") from None
+    sd = {k: v for k, v in sd.items() if not k.endswith((".quant.step", ".quant.initialized"))}
+    try:
+        model.load_state_dict(sd, strict=False)
+    except RuntimeError as e:
+        raise SystemExit(f"error: --init {path}: shapes do not match ({str(e).splitlines()[0]})") from None
+    missing = [k for k in model.state_dict() if k not in sd and ".quant." not in k]
+    if missing:
+        raise SystemExit(f"error: --init {path}: missing weights {missing[:3]}")
+    for m in model.modules():
+        if isinstance(m, WeightQuantizer):
+            m.initialized.fill_(False)
+
+
 def load_teacher(path: str, dev: torch.device) -> ResNet:
     """A trained ResNet from ``model.pt`` (as this recipe writes it), frozen, in eval mode."""
     ck = torch.load(path, map_location="cpu", weights_only=False)
@@ -157,7 +182,10 @@ def train_scheme(scheme: str, a, train, test) -> dict:
     cfg = scheme_config(scheme)
     if a.per_channel and cfg.levels:
         cfg = cfg.with_(per_channel=True)
-    model = ResNet(cfg).to(dev)
+    model = ResNet(cfg)
+    if a.init:
+        load_init_weights(model, a.init)
+    model = model.to(dev)
     teacher = load_teacher(a.teacher, dev) if a.teacher and scheme != "float" else None
     opt = make_opt(model, a)
     state = {"epoch": 0, "history": [], "wall": 0.0, "plan": None, "beta": a.entropy_weight}

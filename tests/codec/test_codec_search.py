@@ -108,3 +108,47 @@ def test_bundled_model(rate):
     b1 = search_bits(c, x, b0, rate, SearchConfig(steps=20))
     e0, e1 = patch_mse(c, x, b0, rate), patch_mse(c, x, b1, rate)
     assert np.all(e1 <= e0 + 1e-7) and e1.sum() < e0.sum()
+
+
+def _load_distill_recipe():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "recipes" / "codec_search_distill.py"
+    spec = importlib.util.spec_from_file_location("codec_search_distill", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("distill", ["0.05", "0"])
+def test_search_distill_recipe_trains_only_the_encoder_and_resumes(tmp_path, tiny_model_file, distill):
+    import json
+
+    from PIL import Image
+
+    from megabit.codec.train import load_init
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(photos / f"p{i}.png")
+    recipe = _load_distill_recipe()
+    out = tmp_path / "run"
+    argv = ["--data-root", str(photos), "--out", str(out), "--init", str(tiny_model_file), "--minutes", "0.02",
+            "--batch", "4", "--search-steps", "2", "--n-val", "2", "--val-every-s", "0.2", "--distill", distill]
+    assert recipe.main(argv) == 0
+    res = json.loads((out / "result.json").read_text())
+    new, obj = load_init(str(out / "model.pt"))
+    assert res["steps"] >= 1 and set(res["val_psnr"]) == {str(r) for r in new.cfg.rates}
+    old, _ = load_init(str(tiny_model_file))
+    dec = [k for k in old.state_dict() if not k.startswith("g_a.")]
+    assert all(torch.equal(old.state_dict()[k], new.state_dict()[k]) for k in dec)  # decoder frozen
+    assert any(not torch.equal(old.state_dict()[k], new.state_dict()[k]) for k in old.state_dict() if k.startswith("g_a."))
+    assert obj["bit_probs"].shape == (new.cfg.max_bits, 6)
+    # a longer budget resumes from the checkpoint instead of starting over
+    steps = res["steps"]
+    argv[argv.index("--minutes") + 1] = "0.04"
+    assert recipe.main(argv + ["--resume"]) == 0
+    assert json.loads((out / "result.json").read_text())["steps"] > steps

@@ -180,3 +180,22 @@ def test_table1_recipe_rate_target_steers_beta(tmp_path, cifar_root):
     # (the 3/5-bin plan starts far above 0.3 b/w) and every epoch records the measured entropy
     assert hist[0]["beta_end"] == 0.5 and hist[1]["beta_end"] > 0.5
     assert all(h["hard_bits_per_weight"] > 0 for h in hist)
+
+
+def test_table1_recipe_init_from_float(tmp_path, cifar_root):
+    recipe = _load_recipe()
+    out, res = tmp_path / "run", tmp_path / "t1.json"
+    base = ["--data-root", str(cifar_root), "--out", str(out), "--results", str(res), "--epochs", "1",
+            "--batch-size", "8", "--threads", "1", "--no-progress", "--candidates", "3,5"]
+    assert recipe.main(base + ["--schemes", "float"]) == 0
+    src = out / "float" / "model.pt"
+    fl = recipe.load_teacher(str(src), torch.device("cpu"))
+    q = recipe.ResNet(recipe.scheme_config("mixed-entropy"))
+    recipe.load_init_weights(q, str(src))
+    assert torch.equal(q.blocks[3].conv1.weight, fl.blocks[3].conv1.weight)
+    assert not bool(q.blocks[3].conv1.quant.initialized)  # steps come from the loaded weights
+    assert recipe.main(base + ["--out", str(tmp_path / "r2"), "--schemes", "mixed-entropy", "--init", str(src)]) == 0
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(SystemExit, match="--init"):
+        recipe.load_init_weights(q, str(bad))
