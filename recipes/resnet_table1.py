@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "(multiplicative dual ascent, megabit.quant.entropy_reg.RateController); tANS adds ~1%% + tables")
     ap.add_argument("--rate-every", type=int, default=25, help="steps between entropy measurements for --target-bpw")
     ap.add_argument("--rate-gain", type=float, default=0.5, help="log-beta change per relative entropy error")
+    ap.add_argument("--rate-ramp", type=float, default=0.0,
+                    help="[I] move the target linearly from the plan's entropy to --target-bpw over this fraction of "
+                         "the steps after the plan (0: the final target at once)")
     ap.add_argument("--per-channel", action="store_true",
                     help="[I] per-output-channel steps for the quantized body convs (the plan measures them the same way)")
     ap.add_argument("--teacher", default=None, metavar="MODEL_PT",
@@ -131,6 +134,15 @@ def choose_plan(model: ResNet, a) -> PrecisionPlan:
     body = {n: m.weight for n, m in quantized_layers(model, include_edges=False)}
     cands = [int(c) for c in a.candidates.split(",")]
     return plan_precision(body, cands, lam=a.plan_lam, step_rule="absmax", per_channel=a.per_channel)
+
+
+def ramp_target(final: float, start: float, step: int, plan_step: int, total: int, ramp: float) -> float:
+    """Rate target at ``step``: from the plan's entropy down (or up) to ``final`` over ``ramp`` of the
+    steps after the plan, then ``final``."""
+    if ramp <= 0 or start <= 0:
+        return final
+    f = min(1.0, max(0.0, (step - plan_step) / max(1.0, ramp * (total - plan_step))))
+    return start + (final - start) * f
 
 
 def load_init_weights(model: ResNet, path: str) -> None:
@@ -216,6 +228,8 @@ def train_scheme(scheme: str, a, train, test) -> dict:
         opt = make_opt(model, a)
         opt.load_state_dict(old)  # same parameter order: momentum buffers carry over
         state["plan"] = plan.to_dict()
+        state["plan_bpw"] = sum(l.n_weights * l.entropy for l in plan.layers) / max(1, sum(l.n_weights for l in plan.layers))
+        state["plan_step"] = state["epoch"] * steps
         print(plan.summary(), flush=True)
 
     state.setdefault("beta", a.entropy_weight)
@@ -247,6 +261,8 @@ def train_scheme(scheme: str, a, train, test) -> dict:
             else:
                 loss = F.cross_entropy(logits.float(), yb)
             if ctrl is not None and state["plan"] is not None and i % a.rate_every == 0:
+                ctrl.target = ramp_target(a.target_bpw, state.get("plan_bpw", a.target_bpw), ep * steps + i,
+                                          state.get("plan_step", 0), total, a.rate_ramp)
                 state["beta"] = ctrl.update(hard_bits_per_weight(model.blocks))
             beta = state["beta"]
             if use_penalty and beta > 0:

@@ -199,3 +199,11 @@ def test_table1_recipe_init_from_float(tmp_path, cifar_root):
     bad.write_bytes(b"not a model")
     with pytest.raises(SystemExit, match="--init"):
         recipe.load_init_weights(q, str(bad))
+
+
+def test_table1_recipe_ramp_target():
+    recipe = _load_recipe()
+    assert recipe.ramp_target(0.8, 1.6, 500, 400, 800, 0.0) == 0.8            # no ramp: the final target at once
+    assert recipe.ramp_target(0.8, 1.6, 400, 400, 800, 0.5) == pytest.approx(1.6)  # starts at the plan's entropy
+    assert recipe.ramp_target(0.8, 1.6, 500, 400, 800, 0.5) == pytest.approx(1.2)  # halfway through the ramp
+    assert recipe.ramp_target(0.8, 1.6, 700, 400, 800, 0.5) == pytest.approx(0.8)  # after it: final
