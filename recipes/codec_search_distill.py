@@ -64,12 +64,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    a = build_parser().parse_args(argv)
+    ap = build_parser()
+    a = ap.parse_args(argv)
+    if not (a.minutes > 0 and a.batch >= 1 and a.lr >= 0 and a.distill >= 0 and a.search_steps >= 1 and a.n_val >= 1):
+        ap.error("need --minutes > 0, --batch >= 1, --lr >= 0, --distill >= 0, --search-steps >= 1, --n-val >= 1")
     torch.set_num_threads(a.threads)
+    try:
+        model, init_obj = load_init(a.init)
+        images = load_folder(a.data_root)
+    except (ValueError, OSError) as e:
+        ap.error(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    if images.shape[0] <= a.n_val or min(images.shape[2:]) < 32:
+        ap.error(f"{a.data_root}: need more than --n-val {a.n_val} images of at least 32x32 pixels")
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    model, init_obj = load_init(a.init)
-    images = load_folder(a.data_root)
     perm = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(1234))  # train_codec's split
     val, train = images[perm[: a.n_val]], images[perm[a.n_val :]]
     c = min(128, val.shape[2], val.shape[3]) // 32 * 32

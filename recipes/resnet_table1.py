@@ -318,7 +318,14 @@ def train_scheme(scheme: str, a, train, test) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    a = build_parser().parse_args(argv)
+    ap = build_parser()
+    a = ap.parse_args(argv)
+    if a.target_bpw is not None and not (a.target_bpw > 0 and a.entropy_weight > 0):
+        ap.error("--target-bpw needs a target > 0 bits/weight and --entropy-weight > 0 (the starting price)")
+    if not (0.0 <= a.rate_ramp <= 1.0 and a.rate_every >= 1 and a.rate_gain > 0):
+        ap.error("--rate-ramp must be in [0, 1], --rate-every >= 1 and --rate-gain > 0")
+    if a.init and not Path(a.init).is_file():
+        ap.error(f"--init {a.init}: no such file")
     if a.threads:
         torch.set_num_threads(a.threads)
     schemes = [s.strip() for s in a.schemes.split(",") if s.strip()]
