@@ -1,3 +1,6 @@
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -64,3 +67,12 @@ def make_bsn_patch_codec(seed: int = 0):
     m.g_a.convert_to_bsn()
     m.cfg = m.g_a.cfg
     return m.eval()
+
+
+def load_recipe(name: str):
+    """Import ``recipes/NAME.py`` (recipes are scripts, not a package) as a module."""
+    path = Path(__file__).resolve().parents[1] / "recipes" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

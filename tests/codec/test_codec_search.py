@@ -13,6 +13,8 @@ from megabit.codec.api import _to_tensor, compress_image, decode_header_bits, de
 from megabit.codec.search import SearchConfig, patch_mse, search_bits
 from megabit.data.images import pad_to_multiple
 
+from ..conftest import load_recipe
+
 
 def _smooth(h, w, seed=0):
     """A smooth image (random low-frequency field): something a decoder can approach."""
@@ -111,14 +113,7 @@ def test_bundled_model(rate):
 
 
 def _load_distill_recipe():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[2] / "recipes" / "codec_search_distill.py"
-    spec = importlib.util.spec_from_file_location("codec_search_distill", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_recipe("codec_search_distill")
 
 
 @pytest.mark.parametrize("distill", ["0.05", "0"])

@@ -1,5 +1,4 @@
 """Smoke test of recipes/lic_train.py: a 2-step run, then a resume to step 3."""
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -7,16 +6,14 @@ import torch
 
 from megabit.models.lic.checkpoint import load_codec
 
+from ..conftest import load_recipe
 from ..search.helpers import write_images
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _recipe():
-    spec = importlib.util.spec_from_file_location("lic_train", ROOT / "recipes" / "lic_train.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_recipe("lic_train")
 
 
 def test_lic_train_runs_and_resumes(tmp_path):

@@ -10,6 +10,8 @@ from megabit.models.resnet import (SCHEMES, ResNet, ResNetConfig, apply_levels, 
 from megabit.quant.entropy_reg import hard_entropy
 from megabit.quant.weight import code_range
 
+from ..conftest import load_recipe
+
 
 def test_resnet20_shape_and_size():
     m = ResNet(ResNetConfig(levels=3))
@@ -116,14 +118,13 @@ def test_apply_levels_keeps_weights():
 
 
 def _load_recipe():
-    import importlib.util
-    from pathlib import Path
+    return load_recipe("resnet_table1")
 
-    path = Path(__file__).resolve().parents[2] / "recipes" / "resnet_table1.py"
-    spec = importlib.util.spec_from_file_location("resnet_table1", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+
+def _small_run(cifar_root, out, res, epochs: int) -> list[str]:
+    """Recipe arguments for a tiny run (batch 8, 3/5-bin candidates, one thread)."""
+    return ["--data-root", str(cifar_root), "--out", str(out), "--results", str(res), "--epochs", str(epochs),
+            "--batch-size", "8", "--threads", "1", "--no-progress", "--candidates", "3,5"]
 
 
 def test_table1_recipe_runs_and_resumes(tmp_path, cifar_root):
@@ -147,8 +148,7 @@ def test_table1_recipe_runs_and_resumes(tmp_path, cifar_root):
 def test_table1_recipe_per_channel_and_distillation(tmp_path, cifar_root):
     recipe = _load_recipe()
     out, res = tmp_path / "run", tmp_path / "t1.json"
-    base = ["--data-root", str(cifar_root), "--out", str(out), "--results", str(res), "--epochs", "2",
-            "--batch-size", "8", "--threads", "1", "--no-progress", "--candidates", "3,5"]
+    base = _small_run(cifar_root, out, res, 2)
     assert recipe.main(base + ["--schemes", "float"]) == 0
     teacher = out / "float" / "model.pt"
     assert recipe.main(base + ["--schemes", "mixed-entropy", "--per-channel", "--teacher", str(teacher)]) == 0
@@ -185,8 +185,7 @@ def test_table1_recipe_rate_target_steers_beta(tmp_path, cifar_root):
 def test_table1_recipe_init_from_float(tmp_path, cifar_root):
     recipe = _load_recipe()
     out, res = tmp_path / "run", tmp_path / "t1.json"
-    base = ["--data-root", str(cifar_root), "--out", str(out), "--results", str(res), "--epochs", "1",
-            "--batch-size", "8", "--threads", "1", "--no-progress", "--candidates", "3,5"]
+    base = _small_run(cifar_root, out, res, 1)
     assert recipe.main(base + ["--schemes", "float"]) == 0
     src = out / "float" / "model.pt"
     fl = recipe.load_teacher(str(src), torch.device("cpu"))
