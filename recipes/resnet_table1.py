@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="distil from this trained ResNet (e.g. RUN/float/model.pt): loss = (1-a) CE + a T^2 KL")
     ap.add_argument("--init", default=None, metavar="MODEL_PT",
                     help="[I] start every scheme from a trained float ResNet's weights (quantize a pretrained "
-                         "model, as the paper does); its quantizer steps are set from the loaded weights")
+                         "model); its quantizer steps are set from the loaded weights")
     ap.add_argument("--kd-alpha", type=float, default=0.7)
     ap.add_argument("--kd-temperature", type=float, default=4.0)
     ap.add_argument("--candidates", default=",".join(map(str, DEFAULT_CANDIDATES)))
