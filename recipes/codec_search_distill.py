@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from megabit.codec.entropy_model import fit_bit_probs
 from megabit.codec.search import SearchConfig, search_codes
-from megabit.codec.train import _lr_at, load_init, save_codec, validate
+from megabit.codec.train import _lr_at, load_init, save_codec, split_train_val, validate
 from megabit.data.images import load_folder, random_crops
 from megabit.quant.ste import sign_ste
 from megabit.utils import atomic_save, atomic_write_text
@@ -78,11 +78,7 @@ def main(argv=None) -> int:
         ap.error(f"{a.data_root}: need more than --n-val {a.n_val} images of at least 32x32 pixels")
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    perm = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(1234))  # train_codec's split
-    val, train = images[perm[: a.n_val]], images[perm[a.n_val :]]
-    c = min(128, val.shape[2], val.shape[3]) // 32 * 32
-    y0, x0 = (val.shape[2] - c) // 2, (val.shape[3] - c) // 2
-    val = val[:, :, y0 : y0 + c, x0 : x0 + c].contiguous()
+    train, val = split_train_val(images, a.n_val)  # train_codec's split
     scfg = SearchConfig(steps=a.search_steps, lr=a.search_lr, init=a.search_init)
 
     for p in list(model.g_s.parameters()) + list(model.refine.parameters()):
@@ -118,8 +114,7 @@ def main(argv=None) -> int:
             model.g_a.train()  # HEQ steps follow the weights, as in the QAT stages; decoder frozen in eval mode
             z = model.g_a.pre_sign(x)
             codes = sign_ste(z.float())
-            codes = torch.cat([codes[:, :k], torch.zeros_like(codes[:, k:])], 1)
-            rec = model.decode_patches(codes, r)
+            rec = model.decode_patches(codes, r)  # drops the channels beyond the rate
             mse = F.mse_loss(rec.float() * 255.0, x)
             loss = mse
             if a.distill > 0:

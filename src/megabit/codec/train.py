@@ -34,7 +34,7 @@ from ..models.patch_codec import PatchCodec, PatchCodecConfig
 from ..utils import atomic_save, atomic_write_text, resolve_device, use_bf16
 from .metrics import ms_ssim_torch
 
-__all__ = ["TrainCodecConfig", "train_codec", "STAGES", "validate", "save_codec"]
+__all__ = ["TrainCodecConfig", "train_codec", "STAGES", "validate", "save_codec", "split_train_val"]
 
 STAGES = ("float", "qat_bn", "qat_bsn", "refine")
 
@@ -111,6 +111,16 @@ def validate(model: PatchCodec, val: torch.Tensor, refine: bool = True) -> dict:
             n += x.numel()
         out[str(r)] = round(_psnr(se / n), 3)
     return out
+
+
+def split_train_val(images: torch.Tensor, n_val: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training split of a photo folder: ``n_val`` held-out images (fixed permutation, seed 1234)
+    cut to centre crops of up to 128x128 (cheap validation), the rest for training."""
+    perm = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(1234))
+    val, train = images[perm[:n_val]], images[perm[n_val:]]
+    c = min(128, val.shape[2], val.shape[3]) // 32 * 32
+    y0, x0 = (val.shape[2] - c) // 2, (val.shape[3] - c) // 2
+    return train, val[:, :, y0 : y0 + c, x0 : x0 + c].contiguous()
 
 
 def _float_to_quant(fm: PatchCodec) -> PatchCodec:
@@ -214,11 +224,7 @@ def train_codec(
     out.mkdir(parents=True, exist_ok=True)
     images = load_folder(data_root)
     gen = torch.Generator().manual_seed(tcfg.seed)
-    perm = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(1234))
-    val, train = images[perm[: tcfg.n_val]], images[perm[tcfg.n_val :]]
-    c = min(128, val.shape[2], val.shape[3]) // 32 * 32  # centre crops (128x128 on photos/): cheap validation
-    y0, x0 = (val.shape[2] - c) // 2, (val.shape[3] - c) // 2
-    val = val[:, :, y0 : y0 + c, x0 : x0 + c].contiguous()
+    train, val = split_train_val(images, tcfg.n_val)
 
     ckpt = out / "checkpoint.pt"
     teacher = None
