@@ -1,6 +1,5 @@
 import json
 import os
-import socket
 import sys
 
 import pytest
@@ -41,17 +40,11 @@ def test_float_and_bn_only_ablations(tmp_path, cifar_root):
     assert load_classifier(tmp_path / "b" / "model.pt").cfg.norm == "bn"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _ddp_worker(rank, world, port, root, out):
+def _ddp_worker(rank, world, store, root, out):
     import torch.distributed as dist
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    # a file store, not a TCP port: no race for a free port between picking it and binding it
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     torch.set_num_threads(1)
     train, test = load_cifar10(root, "train"), load_cifar10(root, "test")
     train_classifier(TrainConfig(epochs_bn=1, epochs_bsn=0, **FAST), train, test, out, model_cfg=tiny_cfg(), progress=False)
@@ -62,7 +55,7 @@ def test_ddp_two_gloo_processes(tmp_path, cifar_root):
     import torch.multiprocessing as mp
 
     out = tmp_path / "ddp"
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(cifar_root), str(out)), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "store"), str(cifar_root), str(out)), nprocs=2, join=True)
     assert (out / "model.pt").exists()
     rec = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
     assert rec["epoch"] == 1

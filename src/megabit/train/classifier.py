@@ -293,4 +293,6 @@ def train_classifier(
     if rank == 0:
         save_classifier(model.cpu(), out / "model.pt", {"train": cfg.to_dict(), "result": result})
         atomic_write_text(out / "result.json", json.dumps(result, indent=2))
+    if world > 1:  # every rank returns only once rank 0's files exist; no rank tears gloo down under another
+        dist.barrier()
     return result
