@@ -41,7 +41,12 @@ def test_roundtrip_and_folders(tmp_path, tiny_model_file, monkeypatch):
     assert c.main([str(src), "-o", str(tmp_path / "a.mbc"), "--rate", "0.0625", "--model", str(tiny_model_file)]) == 0
     assert decompress.main([str(tmp_path / "a.mbc"), "-o", str(tmp_path / "a_out.png"), "--model", str(tiny_model_file)]) == 0
     out = Image.open(tmp_path / "a_out.png")
-    assert out.mode == "RGB" and out.size == (70, 45)
+    assert out.mode == "L" and out.size == (70, 45)  # a gray source comes back gray ...
+    rgb = tmp_path / "a_rgb.png"
+    assert decompress.main([str(tmp_path / "a.mbc"), "-o", str(rgb), "--model", str(tiny_model_file), "--rgb"]) == 0
+    rgb = Image.open(rgb)
+    assert rgb.mode == "RGB" and rgb.size == (70, 45)  # ... unless RGB is asked for, and then it is its luma
+    assert np.array_equal(np.asarray(rgb.convert("L")), np.asarray(out))
     d = tmp_path / "imgs"
     d.mkdir()
     for i in range(2):

@@ -1,4 +1,4 @@
-"""``megabit decompress IN.mbc|FOLDER -o OUT.png|FOLDER [--model M] [--no-refine]``."""
+"""``megabit decompress IN.mbc|FOLDER -o OUT.png|FOLDER [--model M] [--no-refine] [--rgb]``."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ __all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="megabit decompress", description="Decompress .mbc bitstreams to PNG (RGB).")
+    p = argparse.ArgumentParser(prog="megabit decompress", description="Decompress .mbc bitstreams to PNG (RGB; gray for a gray source).")
     p.add_argument("input", help="a .mbc file, or a folder of .mbc files")
     p.add_argument("-o", "--output", required=True, help="output PNG (or folder when the input is a folder)")
     p.add_argument("--model", default=None, help="model name or .pt file (default: the bundled model named in the file)")
     p.add_argument("--no-refine", action="store_true", help="skip the refinement module (ablation: visible patch seams)")
+    p.add_argument("--rgb", action="store_true", help="always write RGB (default: gray PNG when the source was gray)")
     return p
 
 
@@ -45,9 +46,9 @@ def main(argv: list[str] | None = None) -> int:
                 if h.model_id not in cache:
                     cache[h.model_id] = load_codec(MODELS[h.model_id][0])
                 c = cache[h.model_id]
-            decompress_file(f, dst / (f.stem + ".png"), c, refine=not a.no_refine)
+            decompress_file(f, dst / (f.stem + ".png"), c, refine=not a.no_refine, rgb=a.rgb)
         print(f"{len(files)} files -> {dst}")
     else:
-        w, h = decompress_file(src, dst, codec, refine=not a.no_refine)
+        w, h = decompress_file(src, dst, codec, refine=not a.no_refine, rgb=a.rgb)
         print(f"{src} -> {dst} ({w}x{h})")
     return 0

@@ -234,15 +234,22 @@ def compress_file(src: str | os.PathLike, dst: str | os.PathLike, codec: Codec, 
 
 
 def decompress_file(src: str | os.PathLike, dst: str | os.PathLike, codec: Codec | None = None,
-                    refine: bool = True) -> tuple[int, int]:
-    """Decompress a .mbc file to PNG (atomic write). Returns (width, height)."""
+                    refine: bool = True, rgb: bool = False) -> tuple[int, int]:
+    """Decompress a .mbc file to PNG (atomic write). Returns (width, height).
+
+    A gray source (header channels 1 or 2) is written as an 8-bit gray PNG, the luma of the decoded
+    RGB (ITU-R 601, Pillow's ``convert("L")``; the codec itself always works in RGB); ``rgb=True``
+    writes RGB whatever the source. Alpha is never restored (it is not coded)."""
     import io
 
     from PIL import Image
 
     data = Path(src).read_bytes()
     img = decompress_bytes(data, codec, refine)
+    out = Image.fromarray(img, "RGB")
+    if not rgb and unpack_mbc(data)[0].channels <= 2:
+        out = out.convert("L")
     buf = io.BytesIO()
-    Image.fromarray(img, "RGB").save(buf, format="PNG")
+    out.save(buf, format="PNG")
     atomic_write_bytes(dst, buf.getvalue())
     return img.shape[1], img.shape[0]
