@@ -217,3 +217,11 @@ def test_files_of_every_bundled_model_still_decode(tmp_path):
         assert megabit_main(["decompress", str(f), "-o", str(tmp_path / f"{n}.png")]) == 0
         assert Image.open(tmp_path / f"{n}.png").size == (40, 33)
     assert len({(tmp_path / f"{n}.mbc").read_bytes() for n in names}) == len(names)
+
+
+def test_eval_codec_rates_in_bits_or_bpp():
+    p = eval_codec.build_parser()
+    assert p.parse_args(["--data-root", "x", "--rates", "0.125", "256", "0.5"]).rates == [128, 256, 512]
+    for bad in ("0.3", "abc", "0", "-256"):
+        with pytest.raises(SystemExit):
+            p.parse_args(["--data-root", "x", "--rates", bad])

@@ -1,4 +1,4 @@
-"""``megabit eval-codec --data-root DIR [--model M] [--rates 128 256 512] [--json OUT] [--plot rd.png] [--search STEPS]``."""
+"""``megabit eval-codec --data-root DIR [--model M] [--rates 128 256 512 | 0.125 0.25 0.5] [--json OUT] [--plot rd.png] [--search STEPS]``."""
 
 from __future__ import annotations
 
@@ -8,13 +8,25 @@ import json
 __all__ = ["build_parser", "main"]
 
 
+def _rate(s: str) -> int:
+    """'256' -> 256 bits per patch; '0.25' (bpp, anything with a point) -> 256 = 0.25 * 32 * 32."""
+    try:
+        bits = float(s) * 1024 if "." in s else int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a rate: {s!r} (bits per patch, e.g. 256, or bpp, e.g. 0.25)") from None
+    if bits <= 0 or bits != int(bits):
+        raise argparse.ArgumentTypeError(f"{s!r} is not a whole number of bits per 32x32 patch")
+    return int(bits)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="megabit eval-codec",
                                 description="Rate-distortion evaluation: bpp (real file size), PSNR, MS-SSIM, blockiness; "
                                             "JPEG/WebP/AVIF/HEIF at matched bpp; ablation without refinement.")
     p.add_argument("--data-root", required=True, help="folder of evaluation images (e.g. kodak/)")
     p.add_argument("--model", default=None, help="bundled model name or .pt file (default: codec-nested-v3)")
-    p.add_argument("--rates", type=int, nargs="+", default=[128, 256, 512], help="bits per 32x32 patch")
+    p.add_argument("--rates", type=_rate, nargs="+", default=[128, 256, 512],
+                   help="bits per 32x32 patch (128 256 512), or bpp as compress --rate takes it (0.125 0.25 0.5)")
     p.add_argument("--anchors", nargs="*", default=None, help="subset of jpeg webp avif heif (default: all available)")
     p.add_argument("--anchors-only", action="store_true", help="evaluate the anchors only (no model needed)")
     p.add_argument("--anchor-cache", default=None, help="JSON file caching anchor results between runs")
