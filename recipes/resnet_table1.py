@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "the steps after the plan (0: the final target at once)")
     ap.add_argument("--per-channel", action="store_true",
                     help="[I] per-output-channel steps for the quantized body convs (the plan measures them the same way)")
+    ap.add_argument("--step-rule", choices=("absmax", "learned"), default=None,
+                    help="step rule of the absmax schemes' body convs (4level, 5/7-level zp, mixed-entropy): "
+                         "learned = LSQ, a trained step initialized by absmax [I]; default: the scheme's own")
     ap.add_argument("--teacher", default=None, metavar="MODEL_PT",
                     help="distil from this trained ResNet (e.g. RUN/float/model.pt): loss = (1-a) CE + a T^2 KL")
     ap.add_argument("--init", default=None, metavar="MODEL_PT",
@@ -194,6 +197,8 @@ def train_scheme(scheme: str, a, train, test) -> dict:
     cfg = scheme_config(scheme)
     if a.per_channel and cfg.levels:
         cfg = cfg.with_(per_channel=True)
+    if a.step_rule and cfg.levels and cfg.step_rule == "absmax":
+        cfg = cfg.with_(step_rule=a.step_rule)
     model = ResNet(cfg)
     if a.init:
         load_init_weights(model, a.init)

@@ -206,3 +206,23 @@ def test_table1_recipe_ramp_target():
     assert recipe.ramp_target(0.8, 1.6, 400, 400, 800, 0.5) == pytest.approx(1.6)  # starts at the plan's entropy
     assert recipe.ramp_target(0.8, 1.6, 500, 400, 800, 0.5) == pytest.approx(1.2)  # halfway through the ramp
     assert recipe.ramp_target(0.8, 1.6, 700, 400, 800, 0.5) == pytest.approx(0.8)  # after it: final
+
+
+def test_table1_recipe_learned_step(tmp_path, cifar_root):
+    recipe = _load_recipe()
+    out, res = tmp_path / "run", tmp_path / "t1.json"
+    argv = _small_run(cifar_root, out, res, 2) + ["--schemes", "mixed-entropy,5level-zp", "--step-rule", "learned"]
+    assert recipe.main(argv) == 0
+    schemes = json.loads(res.read_text())["schemes"]
+    assert all(schemes[s]["config"]["step_rule"] == "learned" for s in ("mixed-entropy", "5level-zp"))
+    m = recipe.load_teacher(str(out / "5level-zp" / "model.pt"), torch.device("cpu"))
+    q = m.blocks[0].conv1.quant
+    assert isinstance(q.step, torch.nn.Parameter) and bool(q.initialized)
+    # the step moved away from its absmax start, and the exported codes rebuild the weights the net uses
+    assert not torch.allclose(q.step.detach(), q.target_step(m.blocks[0].conv1.weight.detach()))
+    codes = export_codes(m)
+    name = "blocks.0.conv1"
+    lay = dict(m.named_modules())[name]
+    assert lay.quant.spec.step_rule == "learned"
+    w = torch.as_tensor(codes[name]["codes"]).float() * torch.as_tensor(codes[name]["unit"]).reshape(-1, *[1] * 3)
+    assert torch.allclose(w, lay.quant.eval()(lay.weight.detach()), atol=1e-6)

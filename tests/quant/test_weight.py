@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -76,3 +78,45 @@ def test_odd_codes_are_sign_symmetric():
     q.step.fill_(0.3)
     w = torch.randn(5000)
     assert torch.equal(q.codes(-w), -q.codes(w))
+
+
+@pytest.mark.parametrize("levels,per_channel", [(3, False), (5, False), (7, True), (4, False)])
+def test_learned_step_is_a_parameter_with_the_lsq_gradient(levels, per_channel):
+    torch.manual_seed(0)
+    w = torch.randn(8, 4, 3, 3)
+    q = WeightQuantizer(QuantSpec(levels, "learned", per_channel), channels=8)
+    ref = WeightQuantizer(QuantSpec(levels, "absmax", per_channel), channels=8)
+    y = q(w)
+    assert isinstance(q.step, torch.nn.Parameter) and "step" in q.state_dict()
+    assert torch.allclose(q.step.detach(), ref.target_step(w).expand_as(q.step))  # absmax init
+    assert torch.allclose(y, ref(w))  # same grid as absmax at init
+    y.sum().backward()
+    s = q.step.detach().reshape(-1, 1, 1, 1) if per_channel else q.step.detach()
+    u = s if levels % 2 else s / 2
+    c = q.codes(w).detach()
+    m = levels // 2 if levels % 2 else levels - 1
+    n_per = w.numel() // q.step.numel()
+    g = 1 / math.sqrt(n_per * m)
+    expect = (c - w / u) * (1 if levels % 2 else 0.5)  # d(c * u)/ds with u = s (odd) or s/2 (even)
+    expect = (expect.reshape(8, -1).sum(1) if per_channel else expect.sum().reshape(1)) * g
+    assert torch.allclose(q.step.grad, expect, rtol=1e-4, atol=1e-5)
+
+
+def test_learned_step_descends_the_quantization_error_and_stays_put_otherwise():
+    torch.manual_seed(1)
+    w = torch.randn(64, 32, 3, 3)
+    q = WeightQuantizer(QuantSpec(3, "learned"))
+    opt = torch.optim.Adam(q.parameters(), lr=0.01)
+    err0 = float(((q(w) - w) ** 2).mean().detach())
+    for _ in range(200):
+        opt.zero_grad()
+        ((q(w) - w) ** 2).mean().backward()
+        opt.step()
+    err = float(((q(w) - w) ** 2).mean().detach())
+    assert err < 0.8 * err0  # absmax (outlier-set) ternary grid -> near the MSE-optimal step
+    s = q.step.detach().clone()
+    q.eval()(w * 3)
+    q.train()(w * 3)
+    assert torch.equal(q.step.detach(), s)  # no EMA: only the optimizer moves a learned step
+    with pytest.raises(ValueError, match="step_rule"):
+        WeightQuantizer(QuantSpec(3, "lsq"))

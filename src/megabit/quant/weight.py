@@ -22,9 +22,13 @@ The step ``s`` is chosen by one of three rules (``step_rule``):
   Binary has no threshold: ``s = 2·mean|w|`` (L2-optimal ±s/2).
 * ``"absmax"`` — ``s = max|w| / m`` (classic linear symmetric quantizer; even n: ``2·max|w|/(n-1)``).
 * ``"fixed"`` — the step is a buffer set by the user (e.g. from a checkpoint).
+* ``"learned"`` — the step is a trained parameter (LSQ, Esser et al. 2020): initialized once by the
+  ``"absmax"`` rule [I] (the grid the precision plan measures), then moved by the loss gradient
+  ``d(c·s)/ds = c − w/s`` inside the range and ``±m`` outside, scaled by ``g = 1/sqrt(N_s·m)``
+  (``N_s`` weights per step, ``m`` the largest code) so that it learns at the weights' pace.
 
 The step follows the weights during training as an EMA (``momentum``, default 0.1; 1.0 = recompute
-every step) and is frozen in eval mode, so inference is deterministic.
+every step; not for ``"learned"``) and is frozen in eval mode, so inference is deterministic.
 
 >>> import torch
 >>> q = WeightQuantizer(QuantSpec(levels=3))
@@ -47,7 +51,9 @@ from torch import nn
 
 from .ste import clamp_leaky, floor_ste, round_ste
 
-__all__ = ["QuantSpec", "WeightQuantizer", "bits_per_code", "code_range"]
+__all__ = ["QuantSpec", "WeightQuantizer", "STEP_RULES", "bits_per_code", "code_range"]
+
+STEP_RULES = ("heq", "absmax", "fixed", "learned")
 
 
 @dataclass(frozen=True)
@@ -56,7 +62,7 @@ class QuantSpec:
 
     levels: number of levels n (2 binary, 3 ternary, 5 quinary, 2**k - 1 for a k-bit zero-point grid;
         0 means "not quantized", float weights).
-    step_rule: "heq" | "absmax" | "fixed".
+    step_rule: "heq" | "absmax" | "fixed" | "learned".
     per_channel: one step per output channel (dim 0) instead of one per tensor.
     momentum: EMA factor of the step update during training.
     leak: gradient slope outside the clip range (0 = hard clip STE).
@@ -115,17 +121,21 @@ class WeightQuantizer(nn.Module):
         super().__init__()
         if spec.levels != 0 and spec.levels < 2:
             raise ValueError(f"levels must be 0 (float) or >= 2, got {spec.levels}")
-        if spec.step_rule not in ("heq", "absmax", "fixed"):
-            raise ValueError(f"unknown step_rule {spec.step_rule!r}")
+        if spec.step_rule not in STEP_RULES:
+            raise ValueError(f"unknown step_rule {spec.step_rule!r}; known: {', '.join(STEP_RULES)}")
         self.spec = spec
-        self.register_buffer("step", torch.ones(channels if spec.per_channel else 1))
+        step = torch.ones(channels if spec.per_channel else 1)
+        if spec.step_rule == "learned":  # same state_dict key as the buffer of the other rules
+            self.step = nn.Parameter(step)
+        else:
+            self.register_buffer("step", step)
         self.register_buffer("initialized", torch.tensor(False))
 
     # -- step -----------------------------------------------------------------------------
     def target_step(self, w: torch.Tensor) -> torch.Tensor:
         """The step the rule asks for on these weights (no EMA)."""
         n, pc = self.spec.levels, self.spec.per_channel
-        if self.spec.step_rule == "absmax":
+        if self.spec.step_rule in ("absmax", "learned"):
             a = w.detach().abs().reshape(w.shape[0], -1).amax(1) if pc else w.detach().abs().max().reshape(1)
             m = n // 2 if n % 2 else (n - 1) / 2
             return (a / m).clamp_min(1e-8)
@@ -146,6 +156,8 @@ class WeightQuantizer(nn.Module):
     def _update_step(self, w: torch.Tensor) -> None:
         if self.spec.step_rule == "fixed":
             return
+        if self.spec.step_rule == "learned" and bool(self.initialized):
+            return  # the optimizer moves it
         if self.training or not bool(self.initialized):
             with torch.no_grad():
                 t = self.target_step(w).to(self.step.dtype)
@@ -155,8 +167,17 @@ class WeightQuantizer(nn.Module):
                     self.step.copy_(t.expand_as(self.step))
                     self.initialized.fill_(True)
 
-    def _step_view(self, w: torch.Tensor) -> torch.Tensor:
-        s = self.step
+    def _step(self, w: torch.Tensor) -> torch.Tensor:
+        """The step as the forward pass uses it: for ``"learned"``, positive and gradient-scaled."""
+        if self.spec.step_rule != "learned":
+            return self.step
+        s = self.step.abs().clamp_min(1e-8)
+        m = self.spec.levels // 2 if self.spec.levels % 2 else self.spec.levels - 1
+        g = 1.0 / math.sqrt(max(1, w.numel() // s.numel()) * max(1, m))
+        return (s - s * g).detach() + s * g  # value s, gradient scaled by g
+
+    def _step_view(self, w: torch.Tensor, s: torch.Tensor | None = None) -> torch.Tensor:
+        s = self._step(w) if s is None else s
         if self.spec.per_channel:
             return s.reshape(-1, *([1] * (w.dim() - 1)))
         return s
@@ -168,7 +189,10 @@ class WeightQuantizer(nn.Module):
         if n == 0:
             return w
         self._update_step(w)
-        s = self._step_view(w).to(w.dtype)
+        return self._codes(w, self._step_view(w).to(w.dtype))
+
+    def _codes(self, w: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        n = self.spec.levels
         if n % 2:
             m = n // 2
             return clamp_leaky(round_ste(w / s), -m, m, self.spec.leak)
@@ -177,16 +201,17 @@ class WeightQuantizer(nn.Module):
 
     def unit(self) -> torch.Tensor:
         """Real value of one code step: s (odd n) or s/2 (even n)."""
-        return self.step if self.spec.levels % 2 else self.step / 2
+        s = self.step.detach().abs().clamp_min(1e-8) if self.spec.step_rule == "learned" else self.step
+        return s if self.spec.levels % 2 else s / 2
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         """Fake-quantized weights ``codes(w) * unit`` (float weights when levels == 0)."""
         if self.spec.levels == 0:
             return w
-        c = self.codes(w)
-        u = self.unit()
-        if self.spec.per_channel:
-            u = u.reshape(-1, *([1] * (w.dim() - 1)))
+        self._update_step(w)
+        s = self._step_view(w)  # one view for codes and unit: the learned step's gradient is c - w/s
+        c = self._codes(w, s.to(w.dtype))
+        u = s if self.spec.levels % 2 else s / 2
         return c * u.to(c.dtype)
 
     @torch.no_grad()
