@@ -42,6 +42,17 @@ def test_gradient_flows_to_weights_not_step():
     assert float(bits.detach()) == pytest.approx(w.numel() * float(soft_entropy(w, q.step, 5, 0.1).detach()), rel=1e-5)
 
 
+def test_a_learned_step_gets_the_rate_gradient():
+    torch.manual_seed(0)
+    w = torch.randn(16, 8, 3, 3, requires_grad=True)
+    q = WeightQuantizer(QuantSpec(5, "learned"))
+    q(w)  # absmax init
+    entropy_penalty([(q, w)], temperature=0.1).backward()
+    # a larger step puts more weights in the zero bin: lower entropy, so the rate pushes the step up
+    assert q.step.grad is not None and float(q.step.grad) < 0
+    assert w.grad.abs().sum() > 0
+
+
 @pytest.mark.parametrize("levels", [2, 3, 4, 5, 7, 15])
 def test_soft_entropy_tends_to_hard_entropy(levels):
     torch.manual_seed(levels)

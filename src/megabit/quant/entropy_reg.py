@@ -6,7 +6,7 @@ codes. Training with that cost in the loss pulls weights into the most probable 
 and pushes the model "beyond the 1-bit frontier". The paper's exact relaxation is not public;
 ours ([I]) is the soft-histogram estimator:
 
-    x_i      = w_i / s                        (s = quantizer step, detached: a buffer)
+    x_i      = w_i / s                        (s = quantizer step: a buffer, or a learned step that gets this gradient too)
     a_ik     = softmax_k( -(x_i - c_k)² / T )  (c_k = level centres in step units, T = temperature)
     p_k      = (1/N) Σ_i a_ik                  (soft histogram)
     H        = -Σ_k p_k log2 p_k               (bits per weight)
@@ -70,7 +70,7 @@ def level_centres(levels: int) -> torch.Tensor:
 
 
 def _step_view(w: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
-    step = torch.as_tensor(step, dtype=w.dtype, device=w.device).detach()
+    step = torch.as_tensor(step, dtype=w.dtype, device=w.device)  # a learned step gets the rate gradient too
     if step.numel() > 1:  # per-channel step along dim 0
         return step.reshape(-1, *([1] * (w.dim() - 1)))
     return step.reshape(())
@@ -201,7 +201,7 @@ def entropy_penalty(model_or_quantizers: nn.Module | Iterable, temperature: floa
                 raise ValueError("max_samples needs per-tensor steps")
             idx = torch.randperm(w.numel(), generator=generator, device=w.device)[:max_samples]
             x = w.reshape(-1)[idx]
-        h = soft_entropy(x, q.step, q.spec.levels, temperature) * w.numel()
+        h = soft_entropy(x, q._step(w), q.spec.levels, temperature) * w.numel()  # learned: scaled, with gradient
         total = h if total is None else total + h
     if total is None:
         return torch.zeros((), requires_grad=False)
