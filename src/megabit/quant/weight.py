@@ -11,7 +11,7 @@ A quantizer maps a latent float weight ``w`` to an integer code ``c`` and a real
 Storage cost with raw bit-packing is ``ceil(log2(n))`` bits per weight (binary 1b, ternary 2b,
 quinary 3b); entropy coding (``megabit.entropy``) goes below that.
 
-The step ``s`` is chosen by one of three rules (``step_rule``):
+The step ``s`` is chosen by one of four rules (``step_rule``):
 
 * ``"heq"`` — histogram-equalized step ([I] our reading of arXiv 2501.05097 / 2501.04517 HEQ,
   whose exact update rule is not public): decision thresholds should sit on the quantiles of
