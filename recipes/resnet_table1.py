@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--step-rule", choices=("absmax", "learned"), default=None,
                     help="step rule of the absmax schemes' body convs (4level, 5/7-level zp, mixed-entropy): "
                          "learned = LSQ, a trained step initialized by absmax [I]; default: the scheme's own")
+    ap.add_argument("--rate-moves-step", action="store_true",
+                    help="with --step-rule learned: the entropy penalty's gradient reaches the step too (default: weights only)")
     ap.add_argument("--teacher", default=None, metavar="MODEL_PT",
                     help="distil from this trained ResNet (e.g. RUN/float/model.pt): loss = (1-a) CE + a T^2 KL")
     ap.add_argument("--init", default=None, metavar="MODEL_PT",
@@ -271,7 +273,7 @@ def train_scheme(scheme: str, a, train, test) -> dict:
                 state["beta"] = ctrl.update(hard_bits_per_weight(model.blocks))
             beta = state["beta"]
             if use_penalty and beta > 0:
-                bits = entropy_penalty(model.blocks, a.temperature)
+                bits = entropy_penalty(model.blocks, a.temperature, step_grad=a.rate_moves_step)
                 loss = loss + beta * bits / n_body
                 tbits += float(bits.detach()) / n_body
             opt.zero_grad(set_to_none=True)

@@ -48,9 +48,10 @@ def test_a_learned_step_gets_the_rate_gradient():
     q = WeightQuantizer(QuantSpec(5, "learned"))
     q(w)  # absmax init
     entropy_penalty([(q, w)], temperature=0.1).backward()
+    assert q.step.grad is None and w.grad.abs().sum() > 0  # default: the rate moves the weights only
+    entropy_penalty([(q, w)], temperature=0.1, step_grad=True).backward()
     # a larger step puts more weights in the zero bin: lower entropy, so the rate pushes the step up
     assert q.step.grad is not None and float(q.step.grad) < 0
-    assert w.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("levels", [2, 3, 4, 5, 7, 15])

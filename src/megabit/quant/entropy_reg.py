@@ -6,7 +6,7 @@ codes. Training with that cost in the loss pulls weights into the most probable 
 and pushes the model "beyond the 1-bit frontier". The paper's exact relaxation is not public;
 ours ([I]) is the soft-histogram estimator:
 
-    x_i      = w_i / s                        (s = quantizer step: a buffer, or a learned step that gets this gradient too)
+    x_i      = w_i / s                        (s = quantizer step; a learned step gets this gradient only with step_grad)
     a_ik     = softmax_k( -(x_i - c_k)² / T )  (c_k = level centres in step units, T = temperature)
     p_k      = (1/N) Σ_i a_ik                  (soft histogram)
     H        = -Σ_k p_k log2 p_k               (bits per weight)
@@ -182,13 +182,18 @@ def collect_quantizers(obj) -> list[tuple[WeightQuantizer, torch.Tensor]]:
 
 
 def entropy_penalty(model_or_quantizers: nn.Module | Iterable, temperature: float = 0.05,
-                    max_samples: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+                    max_samples: int | None = None, generator: torch.Generator | None = None,
+                    step_grad: bool = False) -> torch.Tensor:
     """Σ_layers N_layer · H_layer: differentiable total bits of the entropy-coded weights.
 
     ``model_or_quantizers``: a model (see :func:`collect_quantizers`) or ``(quantizer, weight)``
     pairs. A quantizer whose step has never been set is initialized from its weight first.
     ``max_samples``: estimate each layer's histogram from a random subset of at most this many
     weights (unbiased for ``p``; cheaper for wide grids); ``N_layer`` stays the full count.
+    ``step_grad``: let the penalty's gradient reach learned steps (``step_rule="learned"``) too; by
+    default [I] the penalty moves only the weights and a learned step follows the task loss alone
+    (with the gradient, the step is the cheapest way to lower the entropy and grows until almost
+    every weight is in the zero bin: measured, 0.35 b/w at -7 points on ResNet-20).
     """
     pairs = collect_quantizers(model_or_quantizers)
     total = None
@@ -201,7 +206,8 @@ def entropy_penalty(model_or_quantizers: nn.Module | Iterable, temperature: floa
                 raise ValueError("max_samples needs per-tensor steps")
             idx = torch.randperm(w.numel(), generator=generator, device=w.device)[:max_samples]
             x = w.reshape(-1)[idx]
-        h = soft_entropy(x, q._step(w), q.spec.levels, temperature) * w.numel()  # learned: scaled, with gradient
+        st = q._step(w) if step_grad else q.step.detach()
+        h = soft_entropy(x, st, q.spec.levels, temperature) * w.numel()
         total = h if total is None else total + h
     if total is None:
         return torch.zeros((), requires_grad=False)
