@@ -215,6 +215,8 @@ def test_table1_recipe_learned_step(tmp_path, cifar_root):
     assert recipe.main(argv) == 0
     schemes = json.loads(res.read_text())["schemes"]
     assert all(schemes[s]["config"]["step_rule"] == "learned" for s in ("mixed-entropy", "5level-zp"))
+    # the recipe writes the real packed file and reports its size
+    assert all(schemes[s]["mbit_bytes"] == (out / s / "model.mbit").stat().st_size for s in schemes)
     m = recipe.load_teacher(str(out / "5level-zp" / "model.pt"), torch.device("cpu"))
     q = m.blocks[0].conv1.quant
     assert isinstance(q.step, torch.nn.Parameter) and bool(q.initialized)

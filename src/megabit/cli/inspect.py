@@ -15,8 +15,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
-    from megabit.fmt.mbit import inspect_mbit, read_mbit
+    from megabit.fmt.mbit import inspect_mbit, read_container, read_mbit
 
+    if read_container(a.model)[2]["kind"] == "resnet":
+        return _inspect_resnet(a)
     ins = inspect_mbit(read_mbit(a.model))
     if a.json:
         print(json.dumps(ins))
@@ -28,5 +30,23 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['bits_per_weight']:>9.3f} {r['coded_bits']:>11,} {r['table_bytes']:>7} {r['norm_bytes']:>6}")
     print(f"weights: {ins['n_weights']:,} coded in {ins['weight_bits']:,} bits = {ins['bits_per_weight']:.3f} bits/weight; "
           f"tables {ins['table_bytes']} B, norm/bias {ins['norm_bytes']} B, headers {ins['header_bytes']} B")
+    print(f"total: {ins['total_bits']:,} bits of {ins['limit_bits']:,} (2^20) -> {'fits' if ins['fits'] else 'DOES NOT FIT'}")
+    return 0
+
+
+def _inspect_resnet(a) -> int:
+    from megabit.fmt.mbit_resnet import inspect_resnet_mbit
+
+    ins = inspect_resnet_mbit(a.model)
+    if a.json:
+        print(json.dumps(ins))
+        return 0
+    print(f"{a.model}: ResNet {ins['model']}, {ins['file_bytes']:,} bytes")
+    print(f"{'tensor':<24} {'coder':<5} {'weights':>9} {'lvls':>4} {'H b/w':>6} {'coded b/w':>9} {'coded bits':>11} {'table B':>7} {'step B':>6}")
+    for r in ins["layers"]:
+        print(f"{r['name']:<24} {r['coder']:<5} {r['weights']:>9,} {r['levels']:>4} {r['entropy_bits_per_weight']:>6.3f} "
+              f"{r['bits_per_weight']:>9.3f} {r['coded_bits']:>11,} {r['table_bytes']:>7} {r['step_bytes']:>6}")
+    print(f"weights: {ins['n_weights']:,} coded in {ins['weight_bits']:,} bits = {ins['bits_per_weight']:.3f} bits/weight; "
+          f"tables {ins['table_bytes']} B, float32 tensors (BatchNorm, bias) {ins['float_section_bytes']} B")
     print(f"total: {ins['total_bits']:,} bits of {ins['limit_bits']:,} (2^20) -> {'fits' if ins['fits'] else 'DOES NOT FIT'}")
     return 0

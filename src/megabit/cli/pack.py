@@ -1,8 +1,9 @@
 """`megabit pack MODEL -o MODEL.mbit [--coder tans|rans|raw]`: write a packed model file.
 
-MODEL: a classifier (bundled name such as nqe-1mbit, checkpoint, run dir, .mbit) or the edge half
+MODEL: a classifier (bundled name such as nqe-1mbit, checkpoint, run dir, .mbit), the edge half
 of a patch codec (bundled name such as codec-nested, or a codec model.pt): its integer patch
-encoder is packed (kind "patch-encoder"; the float decoder stays on the server).
+encoder is packed (kind "patch-encoder"; the float decoder stays on the server), or a ResNet
+model.pt of recipes/resnet_table1.py (kind "resnet": coded steps and codes, float32 BatchNorm).
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     from megabit.fmt.mbit import inspect_mbit, read_mbit, write_mbit
     from megabit.hub import resolve_classifier
 
+    resnet = _resnet_or_none(a.model)
+    if resnet is not None:
+        return _pack_resnet(resnet, a)
     codec = _codec_or_none(a.model)
     if codec is not None:
         from megabit.export import IntegerPatchEncoder
@@ -74,3 +78,45 @@ def _codec_or_none(spec: str):
 
             return load_codec(str(p))
     return None
+
+
+def _resnet_or_none(spec: str):
+    """The ResNet of a ``recipes/resnet_table1.py`` model.pt (or its run dir), else None."""
+    from pathlib import Path
+
+    p = Path(spec)
+    if p.is_dir() and (p / "model.pt").is_file():
+        p = p / "model.pt"
+    if p.suffix != ".pt" or not p.is_file():
+        return None
+    import torch
+
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=False)
+    except Exception:  # noqa: BLE001 - the classifier loader reports unreadable files
+        return None
+    if not (isinstance(obj, dict) and "state_dict" in obj and "blocks_per_stage" in obj.get("config", {})):
+        return None
+    from megabit.models.resnet import ResNet, ResNetConfig
+
+    try:
+        m = ResNet(ResNetConfig.from_dict(obj["config"]))
+        m.load_state_dict(obj["state_dict"])
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(f"{spec}: a ResNet model file that does not load ({type(e).__name__}: {str(e).splitlines()[0][:80]})") from None
+    return m.eval()
+
+
+def _pack_resnet(model, a) -> int:
+    from megabit.fmt.mbit_resnet import inspect_resnet_mbit, write_resnet_mbit
+
+    size = write_resnet_mbit(model, a.output, coder=a.coder, table_log=a.table_log, n_streams=a.streams,
+                             meta={"source": str(a.model)})
+    ins = inspect_resnet_mbit(a.output)
+    if a.json:
+        print(json.dumps({"output": a.output, "file_bytes": size, "total_bits": ins["total_bits"],
+                          "bits_per_weight": ins["bits_per_weight"], "kind": "resnet"}))
+    else:
+        print(f"{a.output}: {size:,} bytes = {8 * size:,} bits, ResNet, {ins['bits_per_weight']:.3f} bits/weight "
+              f"over {ins['n_weights']:,} quantized weights ({a.coder})")
+    return 0

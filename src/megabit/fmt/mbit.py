@@ -40,7 +40,7 @@ from ..quant.weight import bits_per_code, code_range
 from ..utils import atomic_write_bytes
 from . import spec as S
 
-__all__ = ["MbitError", "MbitFile", "Section", "encode_mbit", "write_mbit", "read_mbit", "inspect_mbit",
+__all__ = ["MbitError", "MbitFile", "Section", "encode_mbit", "write_mbit", "read_mbit", "read_container", "inspect_mbit",
            "mbit_to_model", "iter_decoded_layers"]
 
 
@@ -180,8 +180,9 @@ def upgrade_mbit(data: bytes) -> bytes:
     return _container(f.sections, flags=S.MBIT_HEADER.unpack_from(data, 0)[2])
 
 
-def read_mbit(src: str | os.PathLike | bytes) -> MbitFile:
-    """Parse and verify a .mbit file (no weight decoding yet)."""
+def read_container(src: str | os.PathLike | bytes) -> tuple[int, list[Section], dict, int]:
+    """Verify a .mbit container (magic, version, lengths, every CRC) and parse its config JSON.
+    Returns (version, sections, config object, file size); the model kind is ``obj["kind"]``."""
     if isinstance(src, (bytes, bytearray, memoryview)):
         data = bytes(src)
     else:
@@ -226,6 +227,20 @@ def read_mbit(src: str | os.PathLike | bytes) -> MbitFile:
         raise MbitError("first section is not the config")
     try:
         obj = json.loads(secs[0].payload.decode())
+        if not isinstance(obj, dict) or obj.get("kind") not in S.KINDS:
+            raise ValueError(f"unsupported model kind {obj.get('kind') if isinstance(obj, dict) else None!r}")
+    except Exception as e:  # noqa: BLE001 - any malformed JSON is a format error
+        raise MbitError(f"bad config section ({type(e).__name__}: {str(e)[:80]})") from None
+    return version, secs, obj, len(data)
+
+
+def read_mbit(src: str | os.PathLike | bytes) -> MbitFile:
+    """Parse and verify a NQE classifier / patch-encoder .mbit file (no weight decoding yet).
+    A ResNet file (kind ``"resnet"``) is read by :func:`megabit.fmt.mbit_resnet.read_resnet_mbit`."""
+    version, secs, obj, size = read_container(src)
+    if obj["kind"] == "resnet":
+        raise MbitError("this .mbit holds a ResNet (megabit.fmt.mbit_resnet.read_resnet_mbit reads it)")
+    try:
         cfg = NQEConfig.from_dict(obj["config"])
         kind, meta = obj["kind"], obj.get("meta", {})
         ccfg = None
@@ -237,14 +252,12 @@ def read_mbit(src: str | os.PathLike | bytes) -> MbitFile:
                 raise ValueError("codec_config and config disagree")
     except Exception as e:  # noqa: BLE001 - any malformed JSON/config is a format error
         raise MbitError(f"bad config section ({type(e).__name__}: {str(e)[:80]})") from None
-    if kind not in S.KINDS:
-        raise MbitError(f"unsupported model kind {kind!r}")
     tail_tag = S.SECTION_CODE if kind == "patch-encoder" else S.SECTION_HEAD
     n = len(cfg.layers)
     if ([s.tag for s in secs[1:]] != [S.SECTION_CONV] * n + [tail_tag]
             or [s.index for s in secs[1 : n + 1]] != list(range(n)) or secs[-1].index != 0):
         raise MbitError("sections do not match the model config")
-    return MbitFile(version, secs, kind, cfg, meta, len(data), ccfg)
+    return MbitFile(version, secs, kind, cfg, meta, size, ccfg)
 
 
 def _decode_weights(coder: int, levels: int, n: int, table: bytes, payload: bytes) -> np.ndarray:

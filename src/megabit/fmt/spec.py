@@ -26,8 +26,11 @@ SECTION_CONFIG = 1  # UTF-8 JSON: {"kind": ..., "config": {...}, "meta": {...}}
 SECTION_CONV = 2  # one conv layer: weights + BSN shift/offsets
 SECTION_HEAD = 3  # classifier head: weights + bias
 SECTION_CODE = 4  # patch encoder code layer: 1x1 conv + BSN offset + sign (CONV payload layout)
-SECTION_NAMES = {SECTION_CONFIG: "config", SECTION_CONV: "conv", SECTION_HEAD: "head", SECTION_CODE: "code"}
-KINDS = ("nqe-classifier", "patch-encoder")
+SECTION_QTENSOR = 5  # kind "resnet": one quantized weight tensor (steps + coded level indices)
+SECTION_FLOAT = 6  # kind "resnet": one float32 tensor (BatchNorm, bias, unquantized weights)
+SECTION_NAMES = {SECTION_CONFIG: "config", SECTION_CONV: "conv", SECTION_HEAD: "head", SECTION_CODE: "code",
+                 SECTION_QTENSOR: "qtensor", SECTION_FLOAT: "float"}
+KINDS = ("nqe-classifier", "patch-encoder", "resnet")
 
 #: weight coders (the ``coder`` byte of a section)
 CODER_NONE = 0
@@ -42,6 +45,10 @@ CODER_NAMES = {v: k for k, v in CODERS.items()} | {CODER_NONE: "none"}
 MBIT_CONV = struct.Struct("<BBBBIHH")
 #: head section fixed part: levels u8, bias_bits u8, classes u16, in_features u16, table_bytes u16
 MBIT_HEAD = struct.Struct("<BBHHH")
+
+#: qtensor section fixed part: levels u16, n_steps u16, n_weights u32, table_bytes u32; then
+#: n_steps float32 steps, the frequency table, the weight payload
+MBIT_QTENSOR = struct.Struct("<HHII")
 
 MAX_CONFIG_BYTES = 1 << 20
 MAX_SECTIONS = 4096
