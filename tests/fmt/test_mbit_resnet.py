@@ -89,6 +89,8 @@ def test_pack_and_inspect_cli(tmp_path, capsys):
     assert megabit_main(["inspect", str(out), "--json"]) == 0
     ins = json.loads(capsys.readouterr().out)
     assert ins["total_bits"] == 8 * out.stat().st_size
+    assert megabit_main(["budget", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["total_bits"] == 8 * out.stat().st_size
     # the packed file runs as the model did
     with torch.no_grad():
         x = torch.rand(2, 3, 32, 32)

@@ -45,8 +45,12 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError("--coder estimates the packed size of a preset; for a trained model run `megabit pack` "
                          "and `megabit inspect`")
     elif Path(a.model).is_file() and open(a.model, "rb").read(4) == b"MBIT":
-        from megabit.fmt.mbit import inspect_mbit, read_mbit
+        from megabit.fmt.mbit import inspect_mbit, read_container, read_mbit
 
+        if read_container(a.model)[2]["kind"] == "resnet":  # a Table-I ResNet: its file is its budget
+            from megabit.cli.inspect import _inspect_resnet
+
+            return _inspect_resnet(a)
         f = read_mbit(a.model)
         t = budget_table(f.config)
         t["raw_total_bits"] = t["total_bits"]
