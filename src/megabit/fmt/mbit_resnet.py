@@ -88,6 +88,8 @@ def _parse(src) -> tuple[list[Section], ResNet, dict, int]:
         raise MbitError(f"this .mbit holds a {obj['kind']}, not a ResNet")
     try:
         cfg = ResNetConfig.from_dict(obj["config"])
+        if not (all(0 < w <= 4096 for w in cfg.widths) and 0 < cfg.blocks_per_stage <= 256 and 0 < cfg.num_classes <= 100_000):
+            raise ValueError("implausible widths / depth / classes")  # never allocate what a bad file asks for
         model = ResNet(cfg)
     except Exception as e:  # noqa: BLE001 - any malformed config is a format error
         raise MbitError(f"bad config section ({type(e).__name__}: {str(e)[:80]})") from None
@@ -132,7 +134,7 @@ def read_resnet_mbit(src: str | os.PathLike | bytes) -> ResNet:
         t = sd[key]
         if quantized:
             m = mods[key[: -len(".weight")]]
-            codes, steps, _, _ = _qtensor(sec, t.shape, m.quant.spec.levels, (1, t.shape[0]) if m.quant.spec.per_channel else (1,))
+            codes, steps, _, _ = _qtensor(sec, t.shape, m.quant.spec.levels, (t.shape[0],) if m.quant.spec.per_channel else (1,))
             s = torch.from_numpy(steps).reshape(-1, *([1] * (t.dim() - 1))) if steps.size > 1 else torch.tensor(float(steps[0]))
             unit = s if m.quant.spec.levels % 2 else s / 2
             new[key] = torch.from_numpy(codes.astype(np.float32)) * unit  # on the grid: the quantizer gives back codes
@@ -158,7 +160,7 @@ def inspect_resnet_mbit(src: str | os.PathLike | bytes) -> dict:
         t = sd[key]
         if quantized:
             m = mods[key[: -len(".weight")]]
-            codes, steps, tb, b = _qtensor(sec, t.shape, m.quant.spec.levels, (1, t.shape[0]) if m.quant.spec.per_channel else (1,))
+            codes, steps, tb, b = _qtensor(sec, t.shape, m.quant.spec.levels, (t.shape[0],) if m.quant.spec.per_channel else (1,))
             idx = np.searchsorted(np.asarray(code_range(m.quant.spec.levels)), codes.reshape(-1))
             n = codes.size
             wb = len(sec.payload) - b - tb
