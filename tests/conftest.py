@@ -76,3 +76,24 @@ def load_recipe(name: str):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def corrupt_bytes(original: bytes, data) -> bytes | None:
+    """A hypothesis-drawn corruption of a file: a bit flip, a truncation, appended or overwritten
+    bytes. None when the overwrite happened to leave the file unchanged."""
+    from hypothesis import strategies as st
+
+    buf = bytearray(original)
+    kind = data.draw(st.sampled_from(["flip", "truncate", "extend", "bytes"]))
+    if kind == "flip":
+        i = data.draw(st.integers(0, len(buf) - 1))
+        buf[i] ^= 1 << data.draw(st.integers(0, 7))
+    elif kind == "truncate":
+        buf = buf[: data.draw(st.integers(0, len(buf) - 1))]
+    elif kind == "extend":
+        buf += data.draw(st.binary(min_size=1, max_size=20))
+    else:
+        i = data.draw(st.integers(0, len(buf) - 1))
+        chunk = data.draw(st.binary(min_size=1, max_size=16))
+        buf[i : i + len(chunk)] = chunk
+    return None if bytes(buf) == original else bytes(buf)

@@ -5,7 +5,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from megabit.export import IntegerNQE
 from megabit.fmt.mbit import MbitError, encode_mbit, inspect_mbit, mbit_to_integer, mbit_to_model, read_mbit, write_mbit
-from tests.conftest import make_bsn_model
+from tests.conftest import corrupt_bytes, make_bsn_model
 
 _NET = IntegerNQE.from_model(make_bsn_model(3))
 _FILE = encode_mbit(_NET, coder="tans", n_streams=4)
@@ -54,23 +54,11 @@ def test_entropy_coding_beats_raw_on_skewed_weights():
 @settings(max_examples=150, deadline=None)
 @given(st.data())
 def test_corruption_is_one_clean_error(data):
-    buf = bytearray(_FILE)
-    kind = data.draw(st.sampled_from(["flip", "truncate", "extend", "bytes"]))
-    if kind == "flip":
-        i = data.draw(st.integers(0, len(buf) - 1))
-        buf[i] ^= 1 << data.draw(st.integers(0, 7))
-    elif kind == "truncate":
-        buf = buf[: data.draw(st.integers(0, len(buf) - 1))]
-    elif kind == "extend":
-        buf += data.draw(st.binary(min_size=1, max_size=20))
-    else:
-        i = data.draw(st.integers(0, len(buf) - 1))
-        chunk = data.draw(st.binary(min_size=1, max_size=16))
-        buf[i : i + len(chunk)] = chunk
-        if bytes(buf) == _FILE:
-            return
+    buf = corrupt_bytes(_FILE, data)
+    if buf is None:
+        return
     with pytest.raises(MbitError):
-        mbit_to_integer(read_mbit(bytes(buf)))
+        mbit_to_integer(read_mbit(buf))
 
 
 def test_specific_errors(tmp_path):

@@ -9,6 +9,7 @@ from megabit.cli.main import main as megabit_main
 from megabit.fmt.mbit import MbitError, read_mbit
 from megabit.fmt.mbit_resnet import encode_resnet_mbit, inspect_resnet_mbit, read_resnet_mbit, write_resnet_mbit
 from megabit.models.resnet import ResNet, ResNetConfig, export_codes
+from tests.conftest import corrupt_bytes
 
 
 def _model(levels=5, step_rule="absmax", per_channel=False, edge_levels=255, seed=0):
@@ -59,23 +60,11 @@ def test_entropy_coding_beats_raw_and_the_nqe_reader_refuses_it():
 @settings(max_examples=100, deadline=None)
 @given(st.data())
 def test_corruption_is_one_clean_error(data):
-    buf = bytearray(_FILE)
-    kind = data.draw(st.sampled_from(["flip", "truncate", "extend", "bytes"]))
-    if kind == "flip":
-        i = data.draw(st.integers(0, len(buf) - 1))
-        buf[i] ^= 1 << data.draw(st.integers(0, 7))
-    elif kind == "truncate":
-        buf = buf[: data.draw(st.integers(0, len(buf) - 1))]
-    elif kind == "extend":
-        buf += data.draw(st.binary(min_size=1, max_size=20))
-    else:
-        i = data.draw(st.integers(0, len(buf) - 1))
-        chunk = data.draw(st.binary(min_size=1, max_size=16))
-        buf[i : i + len(chunk)] = chunk
-        if bytes(buf) == _FILE:
-            return
+    buf = corrupt_bytes(_FILE, data)
+    if buf is None:
+        return
     with pytest.raises(MbitError):
-        read_resnet_mbit(bytes(buf))
+        read_resnet_mbit(buf)
 
 
 def test_pack_and_inspect_cli(tmp_path, capsys):
