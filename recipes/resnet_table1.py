@@ -334,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--target-bpw needs a target > 0 bits/weight and --entropy-weight > 0 (the starting price)")
     if not (0.0 <= a.rate_ramp <= 1.0 and a.rate_every >= 1 and a.rate_gain > 0):
         ap.error("--rate-ramp must be in [0, 1], --rate-every >= 1 and --rate-gain > 0")
+    if a.rate_moves_step and a.step_rule != "learned":
+        ap.error("--rate-moves-step needs --step-rule learned (other steps are not trained)")
     if a.init and not Path(a.init).is_file():
         ap.error(f"--init {a.init}: no such file")
     if a.threads:

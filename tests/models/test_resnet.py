@@ -212,6 +212,8 @@ def test_table1_recipe_learned_step(tmp_path, cifar_root):
     recipe = _load_recipe()
     out, res = tmp_path / "run", tmp_path / "t1.json"
     argv = _small_run(cifar_root, out, res, 2) + ["--schemes", "mixed-entropy,5level-zp", "--step-rule", "learned"]
+    with pytest.raises(SystemExit):  # a no-op flag is an error, not silence
+        recipe.main(_small_run(cifar_root, out, res, 2) + ["--schemes", "mixed-entropy", "--rate-moves-step"])
     assert recipe.main(argv) == 0
     schemes = json.loads(res.read_text())["schemes"]
     assert all(schemes[s]["config"]["step_rule"] == "learned" for s in ("mixed-entropy", "5level-zp"))
