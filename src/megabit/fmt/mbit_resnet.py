@@ -25,8 +25,8 @@ import os
 import numpy as np
 import torch
 
+from ..export.bitpack import _codes_to_index
 from ..models.resnet import ResNet, ResNetConfig, quantized_layers
-from ..quant.weight import code_range
 from ..utils import atomic_write_bytes
 from . import spec as S
 from .mbit import MbitError, Section, _code_weights, _container, _decode_weights, read_container
@@ -97,14 +97,20 @@ def _parse(src) -> tuple[list[Section], ResNet, dict, int]:
     want = [(S.SECTION_QTENSOR if q else S.SECTION_FLOAT, i) for i, (_, q) in enumerate(order)]
     if [(s.tag, s.index) for s in secs[1:]] != want:
         raise MbitError("sections do not match the model config")
+    sd = model.state_dict()
+    for sec, (key, quantized) in zip(secs[1:], order):
+        if not quantized and (sec.coder != S.CODER_NONE or len(sec.payload) != 4 * sd[key].numel()):
+            raise MbitError(f"float section {sec.index} ({key}) has the wrong size")
     return secs, model, obj.get("meta", {}), size
 
 
-def _qtensor(sec: Section, shape: torch.Size, levels_want: int, n_steps_want: tuple[int, ...]):
+def _qtensor(sec: Section, layer):
+    """(codes, steps, table bytes, offset of the table) of ``layer``'s qtensor section, checked against it."""
+    shape, spec = layer.weight.shape, layer.quant.spec
     if len(sec.payload) < S.MBIT_QTENSOR.size:
         raise MbitError(f"qtensor section {sec.index} too short")
     levels, n_steps, n, tb = S.MBIT_QTENSOR.unpack_from(sec.payload, 0)
-    if levels != levels_want or n != int(np.prod(shape)) or n_steps not in n_steps_want:
+    if levels != spec.levels or n != int(np.prod(shape)) or n_steps != (shape[0] if spec.per_channel else 1):
         raise MbitError(f"qtensor section {sec.index} does not match the config")
     a = S.MBIT_QTENSOR.size
     b = a + 4 * n_steps
@@ -134,15 +140,13 @@ def read_resnet_mbit(src: str | os.PathLike | bytes) -> ResNet:
         t = sd[key]
         if quantized:
             m = mods[key[: -len(".weight")]]
-            codes, steps, _, _ = _qtensor(sec, t.shape, m.quant.spec.levels, (t.shape[0],) if m.quant.spec.per_channel else (1,))
+            codes, steps, _, _ = _qtensor(sec, m)
             s = torch.from_numpy(steps).reshape(-1, *([1] * (t.dim() - 1))) if steps.size > 1 else torch.tensor(float(steps[0]))
             unit = s if m.quant.spec.levels % 2 else s / 2
             new[key] = torch.from_numpy(codes.astype(np.float32)) * unit  # on the grid: the quantizer gives back codes
             new[key[: -len(".weight")] + ".quant.step"] = torch.from_numpy(steps).expand(m.quant.step.numel()).clone()
             new[key[: -len(".weight")] + ".quant.initialized"] = torch.tensor(True)
         else:
-            if sec.coder != S.CODER_NONE or len(sec.payload) != 4 * t.numel():
-                raise MbitError(f"float section {sec.index} ({key}) has the wrong size")
             new[key] = torch.from_numpy(np.frombuffer(sec.payload, dtype="<f4").astype(np.float32).reshape(t.shape))
     model.load_state_dict(new)
     return model.eval()
@@ -154,14 +158,12 @@ def inspect_resnet_mbit(src: str | os.PathLike | bytes) -> dict:
 
     secs, model, meta, size = _parse(src)
     mods = dict(model.named_modules())
-    sd = model.state_dict()
     rows, n_w, w_bits, float_bytes, table_bytes = [], 0, 0, 0, 0
     for sec, (key, quantized) in zip(secs[1:], stored_tensors(model)):
-        t = sd[key]
         if quantized:
             m = mods[key[: -len(".weight")]]
-            codes, steps, tb, b = _qtensor(sec, t.shape, m.quant.spec.levels, (t.shape[0],) if m.quant.spec.per_channel else (1,))
-            idx = np.searchsorted(np.asarray(code_range(m.quant.spec.levels)), codes.reshape(-1))
+            codes, steps, tb, b = _qtensor(sec, m)
+            idx = _codes_to_index(codes, m.quant.spec.levels)
             n = codes.size
             wb = len(sec.payload) - b - tb
             rows.append({"name": key, "coder": S.CODER_NAMES[sec.coder], "weights": n, "levels": m.quant.spec.levels,
