@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .models.nqe import NQE, PRESETS
 
-__all__ = ["asset_path", "bundled_classifier_path", "resolve_classifier", "sample_cifar_path"]
+__all__ = ["asset_path", "bundled_classifier_path", "load_resnet", "resolve_classifier", "sample_cifar_path"]
 
 
 def asset_path(name: str) -> Path:
@@ -52,3 +52,42 @@ def resolve_classifier(spec: str | os.PathLike | None) -> tuple[NQE, str]:
     if magic == b"MBIT":
         return mbit_to_model(read_mbit(path)), str(path)
     return load_classifier(path), str(path)
+
+
+def load_resnet(spec: str | os.PathLike):
+    """The ResNet of the entropy-coded-weights study named by ``spec``, else None.
+
+    ``spec``: a ``recipes/resnet_table1.py`` model.pt, its run dir, or a ``.mbit`` of kind
+    ``"resnet"`` (``megabit pack``). Other files give None (they may be NQE models or codecs); a
+    ResNet file that does not load raises ``ValueError`` / ``MbitError`` with one line.
+    """
+    p = Path(spec)
+    if p.is_dir() and (p / "model.pt").is_file():
+        p = p / "model.pt"
+    if not p.is_file():
+        return None
+    with open(p, "rb") as fh:
+        magic = fh.read(4)
+    if magic == b"MBIT":
+        from .fmt.mbit import read_container
+        from .fmt.mbit_resnet import read_resnet_mbit
+
+        return read_resnet_mbit(p) if read_container(p)[2].get("kind") == "resnet" else None
+    if p.suffix != ".pt":
+        return None
+    import torch
+
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=False)
+    except Exception:  # noqa: BLE001 - the classifier loader reports unreadable files
+        return None
+    if not (isinstance(obj, dict) and "state_dict" in obj and "blocks_per_stage" in obj.get("config", {})):
+        return None
+    from .models.resnet import ResNet, ResNetConfig
+
+    try:
+        m = ResNet(ResNetConfig.from_dict(obj["config"]))
+        m.load_state_dict(obj["state_dict"])
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(f"{spec}: a ResNet model file that does not load ({type(e).__name__}: {str(e).splitlines()[0][:80]})") from None
+    return m.eval()

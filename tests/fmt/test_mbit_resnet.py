@@ -80,6 +80,8 @@ def test_pack_and_inspect_cli(tmp_path, capsys):
     assert ins["total_bits"] == 8 * out.stat().st_size
     assert megabit_main(["budget", str(out), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["total_bits"] == 8 * out.stat().st_size
+    assert megabit_main(["budget", str(pt), "--json"]) == 0  # the model.pt: the file pack wrote from it
+    assert json.loads(capsys.readouterr().out)["total_bits"] == 8 * out.stat().st_size
     # the packed file runs as the model did
     with torch.no_grad():
         x = torch.rand(2, 3, 32, 32)
@@ -89,3 +91,26 @@ def test_pack_and_inspect_cli(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("megabit: error:")
     assert write_resnet_mbit(m, tmp_path / "w.mbit") == (tmp_path / "w.mbit").stat().st_size
+
+
+def test_eval_classifier_reads_the_resnet_pt_and_its_mbit_alike(tmp_path, capsys, cifar_root):
+    m = _model(5)
+    pt = tmp_path / "run" / "model.pt"
+    pt.parent.mkdir()
+    torch.save({"config": m.cfg.to_dict(), "state_dict": m.state_dict(), "result": {}}, pt)
+    out = tmp_path / "m.mbit"
+    assert megabit_main(["pack", str(pt), "-o", str(out), "--coder", "rans"]) == 0
+    again = tmp_path / "again.mbit"  # a packed ResNet re-packs (here: back to tANS) with the same codes
+    assert megabit_main(["pack", str(out), "-o", str(again), "--json"]) == 0
+    capsys.readouterr()
+    res = {}
+    for src in (pt.parent, out, again):
+        assert megabit_main(["eval-classifier", str(src), "--data-root", str(cifar_root), "--json", "--no-tta"]) == 0
+        res[src] = json.loads(capsys.readouterr().out)
+    assert {r["kind"] for r in res.values()} == {"resnet"}
+    assert res[pt.parent]["accuracy"] == res[out]["accuracy"] == res[again]["accuracy"]
+    assert res[out]["total_bits"] == 8 * out.stat().st_size and res[again]["total_bits"] == 8 * again.stat().st_size
+    assert res[pt.parent]["total_bits"] == 8 * len(encode_resnet_mbit(m, meta={"source": str(pt.parent)}))
+    assert megabit_main(["eval-classifier", str(out), "--data-root", str(cifar_root), "--integer"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "integer" in err[0]

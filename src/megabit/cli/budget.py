@@ -59,8 +59,14 @@ def main(argv: list[str] | None = None) -> int:
         t.update({"source": a.model, "total_bits": ins["total_bits"], "file_bytes": ins["file_bytes"],
                   "coded_weight_bits": ins["weight_bits"], "fits": ins["fits"], "headroom_bits": (1 << 20) - ins["total_bits"]})
     else:
-        from megabit.hub import resolve_classifier
+        from megabit.hub import load_resnet, resolve_classifier
 
+        resnet = load_resnet(a.model)
+        if resnet is not None:  # a Table-I ResNet model.pt: the budget of the file `megabit pack` writes
+            from megabit.cli.inspect import _inspect_resnet
+            from megabit.fmt.mbit_resnet import encode_resnet_mbit
+
+            return _inspect_resnet(a, encode_resnet_mbit(resnet, meta={"source": str(a.model)}))
         model, src = resolve_classifier(a.model)
         t = budget_table(model.cfg)
         t["source"] = src

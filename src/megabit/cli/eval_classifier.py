@@ -1,7 +1,10 @@
 """`megabit eval-classifier [MODEL] --data-root DIR [--json]`: CIFAR-10 test accuracy and budget.
 
 Without MODEL the bundled 1-Mbit classifier is evaluated. ``--integer`` also runs the
-integer-only path and reports how many predictions differ from the fake-quant model.
+integer-only path and reports how many predictions differ from the fake-quant model. MODEL may
+also be a ResNet of the entropy-coded-weights study (``recipes/resnet_table1.py`` model.pt, its run
+dir, or its packed ``.mbit``); its ``total_bits`` is the packed file's size (for a model.pt: the
+file ``megabit pack`` would write, tANS). The study's accuracies are without TTA (``--no-tta``).
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ import time
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="megabit eval-classifier", description=__doc__)
-    p.add_argument("model", nargs="?", default=None, help="bundled name, .mbit, .pt or run dir (default: bundled nqe-1mbit)")
+    p.add_argument("model", nargs="?", default=None,
+                   help="bundled name, .mbit, .pt or run dir (default: bundled nqe-1mbit); NQE or Table-I ResNet")
     p.add_argument("--data-root", required=True, help="CIFAR-10 root (npz, python batches or image folder)")
     p.add_argument("--split", default="test", choices=["test", "train"])
     p.add_argument("--limit", type=int, default=None, help="evaluate a class-balanced slice of N images")
@@ -27,15 +31,22 @@ def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     from megabit.data import CIFAR10_CLASSES, load_cifar10
     from megabit.export import budget_table
-    from megabit.hub import resolve_classifier
+    from megabit.hub import load_resnet, resolve_classifier
     from megabit.train.classifier import evaluate, predict_logits
 
+    resnet = load_resnet(a.model) if a.model is not None else None
+    if resnet is not None and a.integer:
+        raise ValueError("--integer runs the NQE integer-only path; a ResNet has float BatchNorm (no integer path)")
     data = load_cifar10(a.data_root, a.split, a.limit)
-    model, src = resolve_classifier(a.model)
+    if resnet is not None:
+        model, src = resnet, str(a.model)
+        extra = {"kind": "resnet", "total_bits": 8 * _resnet_file_bytes(resnet, a.model)}
+    else:
+        model, src = resolve_classifier(a.model)
+        extra = {"kind": "nqe", "total_bits": budget_table(model.cfg)["total_bits"], "norm": model.cfg.norm}
     t0 = time.time()
     r = evaluate(model, data, tta=not a.no_tta)
-    r.update({"model": src, "data": data.source, "eval_s": round(time.time() - t0, 1),
-              "total_bits": budget_table(model.cfg)["total_bits"], "norm": model.cfg.norm})
+    r.update({"model": src, "data": data.source, "eval_s": round(time.time() - t0, 1), **extra})
     if a.integer:
         from megabit.export import IntegerNQE
 
@@ -55,3 +66,14 @@ def main(argv: list[str] | None = None) -> int:
         if a.integer:
             print(f"integer-only: accuracy {100 * r['integer_accuracy']:.2f}%, mismatches vs fake-quant: {r['integer_mismatches']}")
     return 0
+
+
+def _resnet_file_bytes(model, spec) -> int:
+    """Bytes of the ResNet's .mbit: the file itself, or what `megabit pack` (tANS) would write."""
+    from pathlib import Path
+
+    if Path(spec).is_file() and Path(spec).read_bytes()[:4] == b"MBIT":
+        return Path(spec).stat().st_size
+    from megabit.fmt.mbit_resnet import encode_resnet_mbit
+
+    return len(encode_resnet_mbit(model, meta={"source": str(spec)}))  # as `megabit pack` writes it

@@ -34,10 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _inspect_resnet(a) -> int:
+def _inspect_resnet(a, data: bytes | None = None) -> int:
+    """Print a ResNet .mbit's accounting: the file ``a.model``, or ``data`` (the bytes it would hold)."""
     from megabit.fmt.mbit_resnet import inspect_resnet_mbit
 
-    ins = inspect_resnet_mbit(a.model)
+    ins = inspect_resnet_mbit(a.model if data is None else data)
     if a.json:
         print(json.dumps(ins))
         return 0

@@ -27,9 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     from megabit.export import IntegerNQE
     from megabit.fmt.mbit import inspect_mbit, read_mbit, write_mbit
-    from megabit.hub import resolve_classifier
+    from megabit.hub import load_resnet, resolve_classifier
 
-    resnet = _resnet_or_none(a.model)
+    resnet = load_resnet(a.model)
     if resnet is not None:
         return _pack_resnet(resnet, a)
     codec = _codec_or_none(a.model)
@@ -78,33 +78,6 @@ def _codec_or_none(spec: str):
 
             return load_codec(str(p))
     return None
-
-
-def _resnet_or_none(spec: str):
-    """The ResNet of a ``recipes/resnet_table1.py`` model.pt (or its run dir), else None."""
-    from pathlib import Path
-
-    p = Path(spec)
-    if p.is_dir() and (p / "model.pt").is_file():
-        p = p / "model.pt"
-    if p.suffix != ".pt" or not p.is_file():
-        return None
-    import torch
-
-    try:
-        obj = torch.load(p, map_location="cpu", weights_only=False)
-    except Exception:  # noqa: BLE001 - the classifier loader reports unreadable files
-        return None
-    if not (isinstance(obj, dict) and "state_dict" in obj and "blocks_per_stage" in obj.get("config", {})):
-        return None
-    from megabit.models.resnet import ResNet, ResNetConfig
-
-    try:
-        m = ResNet(ResNetConfig.from_dict(obj["config"]))
-        m.load_state_dict(obj["state_dict"])
-    except Exception as e:  # noqa: BLE001
-        raise ValueError(f"{spec}: a ResNet model file that does not load ({type(e).__name__}: {str(e).splitlines()[0][:80]})") from None
-    return m.eval()
 
 
 def _pack_resnet(model, a) -> int:
