@@ -230,3 +230,21 @@ def test_table1_recipe_learned_step(tmp_path, cifar_root):
     assert lay.quant.spec.step_rule == "learned"
     w = torch.as_tensor(codes[name]["codes"]).float() * torch.as_tensor(codes[name]["unit"]).reshape(-1, *[1] * 3)
     assert torch.allclose(w, lay.quant.eval()(lay.weight.detach()), atol=1e-6)
+
+
+def test_context_entropy_study_sees_zero_kernels_and_not_iid_noise():
+    import numpy as np
+
+    from tests.conftest import load_recipe
+
+    study = load_recipe("resnet_context_entropy")
+    rng = np.random.default_rng(0)
+    iid = rng.choice([-1, 0, 1], p=[0.1, 0.8, 0.1], size=(64, 64, 3, 3))
+    c = study.layer_costs(iid, 3, table_bits=12)
+    assert abs(c["zero_order"] / c["n"] - 0.922) < 0.02  # H(0.1, 0.8, 0.1)
+    assert c["prev2"] > c["zero_order"] and c["kernel_flag"] > c["zero_order"]  # no context to exploit: tables cost
+    assert abs(c["zero_kernels"] - c["zero_kernels_if_iid"]) < 0.02
+    dead = iid * (rng.random((64, 64, 1, 1)) < 0.5)  # half the kernels all zero: the flag pays
+    d = study.layer_costs(dead, 3, table_bits=12)
+    assert d["kernel_flag"] < 0.97 * d["zero_order"] and d["prev2"] < d["zero_order"]
+    assert d["prev_ideal"] <= d["prev2"]
