@@ -84,3 +84,17 @@ def test_demo_and_default_eval(capsys, tmp_path):
     assert rc == 0 and "accuracy on the bundled sample" in out and "0 mismatches" in out
     rc, out, _ = run(capsys, "eval-classifier", "--data-root", str(sample_cifar_path()), "--json")
     assert rc == 0 and json.loads(out)["accuracy"] > 0.5
+
+
+def test_a_closed_pipe_is_not_an_error_line():
+    """`megabit budget nqe-1mbit | head -1`: the reader leaves early; no 'megabit: error' and no traceback."""
+    import subprocess
+    import sys
+
+    code = ("import sys, time; time.sleep(0.5); from megabit.cli.main import main; "
+            "sys.exit(main(['budget', 'nqe-1mbit']))")
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()  # before the child writes anything
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=120) == 1
+    assert "error" not in err and "Traceback" not in err, err

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import sys
 
 # subcommand -> module (a name typed on the CLI, so it lives in one table)
@@ -71,6 +72,9 @@ def run_guarded(fn, argv) -> int:
     except KeyboardInterrupt:
         print("megabit: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `megabit ... | head`: the reader left; not an error of ours (Python docs' recipe)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except (UserError, ValueError, OSError, EOFError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"megabit: error: {msg}", file=sys.stderr)
