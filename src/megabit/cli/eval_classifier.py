@@ -72,8 +72,11 @@ def _resnet_file_bytes(model, spec) -> int:
     """Bytes of the ResNet's .mbit: the file itself, or what `megabit pack` (tANS) would write."""
     from pathlib import Path
 
-    if Path(spec).is_file() and Path(spec).read_bytes()[:4] == b"MBIT":
-        return Path(spec).stat().st_size
+    p = Path(spec)
+    if p.is_file():
+        with open(p, "rb") as fh:
+            if fh.read(4) == b"MBIT":  # the packed file itself (not read whole just for its magic)
+                return p.stat().st_size
     from megabit.fmt.mbit_resnet import encode_resnet_mbit
 
     return len(encode_resnet_mbit(model, meta={"source": str(spec)}))  # as `megabit pack` writes it
