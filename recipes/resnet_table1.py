@@ -42,8 +42,8 @@ import torch.nn.functional as F
 
 from megabit.data import batches, load_cifar10, random_crop_flip
 from megabit.fmt.mbit_resnet import write_resnet_mbit
-from megabit.models.resnet import (SCHEMES, ResNet, ResNetConfig, apply_levels, entropy_report, packed_size,
-                                   quantized_layers, scheme_config)
+from megabit.models.resnet import (ARCHS, SCHEMES, ResNet, ResNetConfig, apply_levels, arch_config, entropy_report,
+                                   packed_size, quantized_layers, scheme_config)
 from megabit.quant.entropy_reg import RateController, entropy_penalty, hard_bits_per_weight
 from megabit.quant.precision import DEFAULT_CANDIDATES, PrecisionPlan, plan_precision
 from megabit.train.classifier import _one_cycle, distillation_loss
@@ -91,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
                          "model); its quantizer steps are set from the loaded weights")
     ap.add_argument("--kd-alpha", type=float, default=0.7)
     ap.add_argument("--kd-temperature", type=float, default=4.0)
+    ap.add_argument("--penalty-samples", type=int, default=None, metavar="N",
+                    help="estimate each layer's soft histogram from N random weights per step (unbiased; "
+                         "for wide nets, where the full soft assignment costs more than the convs)")
+    ap.add_argument("--arch", default="resnet20", choices=sorted(ARCHS),
+                    help="body: resnet20 (3x3 blocks, 16-32-64) or resnet18 (4x2 blocks, 64-128-256-512)")
+    ap.add_argument("--width", type=int, default=None, help="first-stage channels (scales all stages)")
     ap.add_argument("--candidates", default=",".join(map(str, DEFAULT_CANDIDATES)))
     ap.add_argument("--limit-train", type=int, default=None)
     ap.add_argument("--limit-test", type=int, default=None)
@@ -198,6 +204,8 @@ def train_scheme(scheme: str, a, train, test) -> dict:
     torch.manual_seed(a.seed)
     dev = resolve_device(a.device)
     cfg = scheme_config(scheme)
+    if a.arch != "resnet20" or a.width is not None:
+        cfg = arch_config(cfg, a.arch, a.width)
     if a.per_channel and cfg.levels:
         cfg = cfg.with_(per_channel=True)
     if a.step_rule and cfg.levels and cfg.step_rule == "absmax":
@@ -274,7 +282,8 @@ def train_scheme(scheme: str, a, train, test) -> dict:
                 state["beta"] = ctrl.update(hard_bits_per_weight(model.blocks))
             beta = state["beta"]
             if use_penalty and beta > 0:
-                bits = entropy_penalty(model.blocks, a.temperature, step_grad=a.rate_moves_step)
+                bits = entropy_penalty(model.blocks, a.temperature, step_grad=a.rate_moves_step,
+                                       max_samples=a.penalty_samples)
                 loss = loss + beta * bits / n_body
                 tbits += float(bits.detach()) / n_body
             opt.zero_grad(set_to_none=True)
@@ -336,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--rate-ramp must be in [0, 1], --rate-every >= 1 and --rate-gain > 0")
     if a.rate_moves_step and a.step_rule != "learned":
         ap.error("--rate-moves-step needs --step-rule learned (other steps are not trained)")
+    if a.penalty_samples is not None and (a.penalty_samples < 1 or a.per_channel):
+        ap.error("--penalty-samples needs a positive count and per-tensor steps (no --per-channel)")
     if a.init and not Path(a.init).is_file():
         ap.error(f"--init {a.init}: no such file")
     if a.threads:
@@ -352,12 +363,13 @@ def main(argv: list[str] | None = None) -> int:
         results[s] = r
         print(f"== {s}: acc {r['accuracy']:.4f}  H {r['entropy_bits_per_weight_body']}  "
               f"tANS {r['tans_bits_per_weight_body']}  file {r.get('mbit_bytes', r['file_bytes'])} B", flush=True)
-    out = {"study": "arXiv 2406.06237 Table I setting (quantization scheme vs entropy), CIFAR-10 ResNet-20",
+    out = {"study": "arXiv 2406.06237 Table I setting (quantization scheme vs entropy), CIFAR-10 "
+                    + (a.arch if a.width is None else f"{a.arch}-w{a.width}"),
            "data": {"train": train.source, "test": test.source, "n_train": len(train.y), "n_test": len(test.y),
                     "note": "JPEG q75 copy of CIFAR-10 when the path says so; not the original PNG-exact images"},
            "hardware": hardware(), "epochs": a.epochs, "wall_s": round(time.time() - t0, 1),
            "command": " ".join([sys.executable, *sys.argv]), "args": vars(a),
-           "columns": {"entropy_bits_per_weight_body": "empirical entropy of the 18 body convs' codes",
+           "columns": {"entropy_bits_per_weight_body": "empirical entropy of the body convs (all but the stem and FC)' codes",
                        "tans_bits_per_weight_body": "tANS payload bits / weight (tables excluded)",
                        "file_bytes": "megabit.models.resnet.packed_size total (payloads, tables, steps, BN, bias; no headers)",
                        "mbit_bytes": "size of RUN/SCHEME/model.mbit, the real packed file (megabit.fmt.mbit_resnet; adds "

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from megabit.entropy import decode_array, encode_array
-from megabit.models.resnet import (SCHEMES, ResNet, ResNetConfig, apply_levels, entropy_report, export_codes,
-                                   packed_size, quantized_layers, scheme_config)
+from megabit.models.resnet import (SCHEMES, ResNet, ResNetConfig, apply_levels, arch_config, entropy_report,
+                                   export_codes, packed_size, quantized_layers, scheme_config)
 from megabit.quant.entropy_reg import hard_entropy
 from megabit.quant.weight import code_range
 
@@ -230,6 +230,38 @@ def test_table1_recipe_learned_step(tmp_path, cifar_root):
     assert lay.quant.spec.step_rule == "learned"
     w = torch.as_tensor(codes[name]["codes"]).float() * torch.as_tensor(codes[name]["unit"]).reshape(-1, *[1] * 3)
     assert torch.allclose(w, lay.quant.eval()(lay.weight.detach()), atol=1e-6)
+
+
+def test_resnet18_body_and_width():
+    cfg = arch_config(scheme_config("mixed-entropy"), "resnet18")
+    assert cfg.widths == (64, 128, 256, 512) and cfg.blocks_per_stage == 2 and cfg.name == "resnet18"
+    m = ResNet(cfg)
+    body = quantized_layers(m, include_edges=False)
+    assert len(body) == 16  # 4 stages x 2 blocks x 2 convs; option-A shortcuts add no layer
+    assert sum(mm.weight.numel() for _, mm in body) == 10_985_472  # the 3x3 convs of ResNet-18, bar the stem
+    small = arch_config(scheme_config("ternary"), "resnet18", width=4)
+    assert small.widths == (4, 8, 16, 32) and small.name == "resnet18-w4" and small.levels == 3
+    x = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    assert ResNet(small).eval()(x).shape == (2, 10)
+    assert ResNetConfig.from_dict(json.loads(small.to_json())) == small
+    with pytest.raises(ValueError, match="unknown arch"):
+        arch_config(cfg, "resnet50")
+    with pytest.raises(ValueError, match="width"):
+        arch_config(cfg, "resnet18", width=0)
+
+
+def test_table1_recipe_resnet18_with_sampled_penalty(tmp_path, cifar_root):
+    recipe = _load_recipe()
+    out, res = tmp_path / "run", tmp_path / "t1.json"
+    argv = _small_run(cifar_root, out, res, 2) + ["--schemes", "mixed-entropy", "--arch", "resnet18", "--width", "4",
+                                                  "--penalty-samples", "64"]
+    assert recipe.main(argv) == 0
+    d = json.loads(res.read_text())
+    mixed = d["schemes"]["mixed-entropy"]
+    assert "resnet18-w4" in d["study"] and mixed["config"]["widths"] == [4, 8, 16, 32]
+    assert len(mixed["plan"]["layers"]) == 16 and mixed["mbit_bytes"] == (out / "mixed-entropy" / "model.mbit").stat().st_size
+    with pytest.raises(SystemExit):  # sampling needs per-tensor steps
+        recipe.main(argv + ["--per-channel"])
 
 
 def test_context_entropy_study_sees_zero_kernels_and_not_iid_noise():

@@ -45,7 +45,7 @@ from torch import nn
 from ..quant.weight import QuantSpec, WeightQuantizer, bits_per_code, code_range
 
 __all__ = ["ResNetConfig", "ResNet", "QConv2d", "QLinear", "SCHEMES", "scheme_config", "quantized_layers",
-           "export_codes", "entropy_report", "packed_size", "apply_levels"]
+           "export_codes", "entropy_report", "packed_size", "apply_levels", "ARCHS", "arch_config"]
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
@@ -68,7 +68,7 @@ class ResNetConfig:
     per_channel: bool = False
     momentum: float = 0.1
     edge_levels: int = 255
-    widths: tuple[int, int, int] = (16, 32, 64)
+    widths: tuple[int, ...] = (16, 32, 64)
     blocks_per_stage: int = 3
     num_classes: int = 10
     name: str = "resnet20"
@@ -117,6 +117,30 @@ SCHEMES: dict[str, ResNetConfig] = {
     # [I] wide zero-point grid + absmax step: the entropy penalty can empty the outer bins
     "mixed-entropy": ResNetConfig(levels=15, step_rule="absmax"),
 }
+
+
+#: body shapes: name -> (widths of the stages, blocks per stage). "resnet18" is the CIFAR ResNet-18 body
+#: (4 stages x 2 basic blocks, 16 body convs, 3x3 stem) [I] with the same parameter-free option-A shortcut
+#: as ResNet-20 instead of 1x1 projections (those would be 3 more quantized layers; the paper's choice
+#: is not known); ``width`` scales it (64 = the usual ResNet-18, 32 = a quarter of its compute).
+ARCHS: dict[str, tuple[tuple[int, ...], int]] = {
+    "resnet20": ((16, 32, 64), 3),
+    "resnet18": ((64, 128, 256, 512), 2),
+}
+
+
+def arch_config(cfg: ResNetConfig, arch: str = "resnet20", width: int | None = None) -> ResNetConfig:
+    """``cfg`` with the body of ``arch``; ``width`` (first-stage channels) scales every stage."""
+    try:
+        widths, blocks = ARCHS[arch]
+    except KeyError:
+        raise ValueError(f"unknown arch {arch!r}; known: {', '.join(ARCHS)}") from None
+    if width is not None:
+        if not 1 <= width <= 1024:
+            raise ValueError(f"width must be in 1..1024, got {width}")
+        widths = tuple(width * w // widths[0] for w in widths)
+    name = arch if width is None or width == ARCHS[arch][0][0] else f"{arch}-w{width}"
+    return cfg.with_(widths=widths, blocks_per_stage=blocks, name=name, layer_levels=())
 
 
 def scheme_config(name: str) -> ResNetConfig:
