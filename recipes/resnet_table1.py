@@ -345,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--rate-ramp must be in [0, 1], --rate-every >= 1 and --rate-gain > 0")
     if a.rate_moves_step and a.step_rule != "learned":
         ap.error("--rate-moves-step needs --step-rule learned (other steps are not trained)")
+    if a.width is not None and not 1 <= a.width <= 1024:
+        ap.error(f"--width must be in 1..1024, got {a.width}")
     if a.penalty_samples is not None and (a.penalty_samples < 1 or a.per_channel):
         ap.error("--penalty-samples needs a positive count and per-tensor steps (no --per-channel)")
     if a.init and not Path(a.init).is_file():

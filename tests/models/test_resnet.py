@@ -262,6 +262,8 @@ def test_table1_recipe_resnet18_with_sampled_penalty(tmp_path, cifar_root):
     assert len(mixed["plan"]["layers"]) == 16 and mixed["mbit_bytes"] == (out / "mixed-entropy" / "model.mbit").stat().st_size
     with pytest.raises(SystemExit):  # sampling needs per-tensor steps
         recipe.main(argv + ["--per-channel"])
+    with pytest.raises(SystemExit, match="2"):  # a usage error before any data is read, not a ValueError
+        recipe.main(argv + ["--width", "0"])
 
 
 def test_context_entropy_study_sees_zero_kernels_and_not_iid_noise():
