@@ -282,3 +282,32 @@ def test_context_entropy_study_sees_zero_kernels_and_not_iid_noise():
     d = study.layer_costs(dead, 3, table_bits=12)
     assert d["kernel_flag"] < 0.97 * d["zero_order"] and d["prev2"] < d["zero_order"]
     assert d["prev_ideal"] <= d["prev2"]
+
+
+def test_table1_seed_summary(tmp_path, capsys):
+    """recipes/table1_seeds.py: drop vs the same seed's float, else vs the mean float; target check."""
+    mod = load_recipe("table1_seeds")
+
+    def write(name, seed, scheme, acc, bpw=None, target=None):
+        x = {"accuracy": acc, "tans_bits_per_weight_body": bpw, "tans_with_tables_bits_per_weight_body": bpw,
+             "mbit_bytes": 100}
+        p = tmp_path / name
+        p.write_text(json.dumps({"args": {"seed": seed, "target_bpw": target}, "schemes": {scheme: x}}))
+        return str(p)
+
+    files = [write("f0.json", 0, "float", 0.80), write("f1.json", 1, "float", 0.78),
+             write("m0.json", 0, "mixed-entropy", 0.795, 0.70, 0.82),   # -0.5 vs own float: meets
+             write("m1.json", 1, "mixed-entropy", 0.765, 0.55, 0.60),   # -1.5 vs own float: misses
+             write("m2.json", 2, "mixed-entropy", 0.786, 0.58, 0.60)]   # no seed-2 float: vs mean 79 %
+    out = tmp_path / "s.json"
+    assert mod.main(files + ["-o", str(out)]) == 0
+    s = json.loads(out.read_text())
+    assert s["float_mean"] == pytest.approx(79.0) and s["float_spread"] == pytest.approx(2.0)
+    r = {x["seed"]: x for x in s["runs"]}
+    assert r[0]["drop_vs_own_seed_float"] == pytest.approx(-0.5) and r[0]["meets_target"] and not r[0]["meets_goal"]
+    assert r[1]["drop_vs_own_seed_float"] == pytest.approx(-1.5) and not r[1]["meets_target"]
+    assert r[2]["drop_vs_own_seed_float"] is None and r[2]["drop_vs_mean_float"] == pytest.approx(-0.4)
+    assert r[2]["meets_goal"]
+    assert "| m1.json | 1 |" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="not a resnet_table1 result"):
+        mod.main([str(out)])

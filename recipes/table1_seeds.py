@@ -1,0 +1,85 @@
+"""Seed summary of Table-I runs: each quantized run against the float run of its own seed and
+against the mean of all float runs, with the target check (<= 0.85 b/w at <= 1 point drop).
+
+    python recipes/table1_seeds.py results/table1_resnet18w32_e6_*.json \
+        -o results/table1_resnet18w32_e6_seeds.json
+
+Reads the result JSONs written by ``recipes/resnet_table1.py`` (float runs are those with a
+``float`` scheme); prints a Markdown table and writes one JSON (atomically).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+from megabit.utils import atomic_write_text
+
+TARGET_BPW, MAX_DROP = 0.85, 1.0  # arXiv 2406.06237's ResNet-50 figure, as the issue states it
+GOAL_BPW = 0.6
+
+
+def load(paths: list[str]) -> tuple[dict[int, float], list[dict]]:
+    floats: dict[int, list[float]] = {}
+    runs = []
+    for p in paths:
+        try:
+            r = json.loads(Path(p).read_text())
+            seed = int(r["args"]["seed"])
+            schemes = r["schemes"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise SystemExit(f"table1_seeds: {p}: not a resnet_table1 result ({type(e).__name__}: {e})")
+        for name, x in schemes.items():
+            if name == "float":
+                floats.setdefault(seed, []).append(100 * x["accuracy"])
+            else:
+                runs.append({"file": str(p), "scheme": name, "seed": seed,
+                             "target_bpw": r["args"].get("target_bpw"),
+                             "accuracy": 100 * x["accuracy"],
+                             "tans_bpw_body": x["tans_bits_per_weight_body"],
+                             "tans_with_tables_bpw_body": x["tans_with_tables_bits_per_weight_body"],
+                             "mbit_bytes": x.get("mbit_bytes")})
+    return {s: statistics.fmean(v) for s, v in floats.items()}, runs
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("results", nargs="+")
+    ap.add_argument("-o", "--out", help="write the summary JSON here")
+    a = ap.parse_args(argv)
+    floats, runs = load(a.results)
+    if not floats:
+        ap.error("no float run among the inputs")
+    mean_f = statistics.fmean(floats.values())
+    for x in runs:
+        own = floats.get(x["seed"])
+        x["drop_vs_own_seed_float"] = None if own is None else round(x["accuracy"] - own, 2)
+        x["drop_vs_mean_float"] = round(x["accuracy"] - mean_f, 2)
+        ref = x["drop_vs_own_seed_float"] if own is not None else x["drop_vs_mean_float"]
+        x["meets_target"] = x["tans_with_tables_bpw_body"] <= TARGET_BPW and ref >= -MAX_DROP
+        x["meets_goal"] = x["tans_with_tables_bpw_body"] <= GOAL_BPW and ref >= -MAX_DROP
+    out = {"float_accuracy_by_seed": floats, "float_mean": round(mean_f, 3),
+           "float_spread": round(max(floats.values()) - min(floats.values()), 2),
+           "target": {"bpw": TARGET_BPW, "max_drop_points": MAX_DROP, "goal_bpw": GOAL_BPW,
+                      "drop_reference": "float of the same seed when run, else the mean float"},
+           "runs": runs,
+           "mean_drop_vs_mean_float": round(statistics.fmean(x["drop_vs_mean_float"] for x in runs), 2) if runs else None,
+           "inputs": a.results}
+    print(f"float by seed: {', '.join(f'{s}: {v:.2f} %' for s, v in sorted(floats.items()))} (mean {mean_f:.2f} %)\n")
+    print("| run | seed | rate target | accuracy | vs own-seed float | vs mean float | tANS+tables b/w | .mbit | target / goal |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    for x in runs:
+        own = "-" if x["drop_vs_own_seed_float"] is None else f"{x['drop_vs_own_seed_float']:+.2f}"
+        mb = "-" if x["mbit_bytes"] is None else f"{x['mbit_bytes']:,} B"
+        print(f"| {Path(x['file']).name} | {x['seed']} | {x['target_bpw']} | {x['accuracy']:.2f} % | {own} | "
+              f"{x['drop_vs_mean_float']:+.2f} | {x['tans_with_tables_bpw_body']:.3f} | {mb} | "
+              f"{'yes' if x['meets_target'] else 'no'} / {'yes' if x['meets_goal'] else 'no'} |")
+    if a.out:
+        atomic_write_text(a.out, json.dumps(out, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
