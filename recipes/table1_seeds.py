@@ -44,6 +44,27 @@ def load(paths: list[str]) -> tuple[dict[int, float], list[dict]]:
     return {s: statistics.fmean(v) for s, v in floats.items()}, runs
 
 
+def groups(runs: list[dict]) -> list[dict]:
+    """One row per (scheme, rate target): mean and sample SD over seeds of the paired drop (vs the
+    own-seed float; runs without one use the mean float), mean coded b/w, seeds meeting target/goal."""
+    by: dict[tuple, list[dict]] = {}
+    for x in runs:
+        by.setdefault((x["scheme"], x["target_bpw"]), []).append(x)
+    out = []
+    for (scheme, tgt), xs in sorted(by.items(), key=lambda kv: (kv[0][0], kv[0][1] is None, kv[0][1] or 0)):
+        d = [x["drop_vs_own_seed_float"] if x["drop_vs_own_seed_float"] is not None else x["drop_vs_mean_float"]
+             for x in xs]
+        out.append({"scheme": scheme, "target_bpw": tgt, "seeds": sorted(x["seed"] for x in xs),
+                    "mean_drop": round(statistics.fmean(d), 2),
+                    "sd_drop": round(statistics.stdev(d), 2) if len(d) > 1 else None,
+                    "worst_drop": round(min(d), 2),
+                    "mean_bpw": round(statistics.fmean(x["tans_with_tables_bpw_body"] for x in xs), 3),
+                    "max_bpw": round(max(x["tans_with_tables_bpw_body"] for x in xs), 3),
+                    "meets_target": sum(x["meets_target"] for x in xs),
+                    "meets_goal": sum(x["meets_goal"] for x in xs), "n": len(xs)})
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("results", nargs="+")
@@ -65,6 +86,7 @@ def main(argv=None) -> int:
            "target": {"bpw": TARGET_BPW, "max_drop_points": MAX_DROP, "goal_bpw": GOAL_BPW,
                       "drop_reference": "float of the same seed when run, else the mean float"},
            "runs": runs,
+           "groups": groups(runs),
            "mean_drop_vs_mean_float": round(statistics.fmean(x["drop_vs_mean_float"] for x in runs), 2) if runs else None,
            "inputs": a.results}
     print(f"float by seed: {', '.join(f'{s}: {v:.2f} %' for s, v in sorted(floats.items()))} (mean {mean_f:.2f} %)\n")
@@ -76,6 +98,13 @@ def main(argv=None) -> int:
         print(f"| {Path(x['file']).name} | {x['seed']} | {x['target_bpw']} | {x['accuracy']:.2f} % | {own} | "
               f"{x['drop_vs_mean_float']:+.2f} | {x['tans_with_tables_bpw_body']:.3f} | {mb} | "
               f"{'yes' if x['meets_target'] else 'no'} / {'yes' if x['meets_goal'] else 'no'} |")
+    print("\n| scheme | rate target | seeds | drop, mean ± sd (worst) | b/w, mean (max) | target met | goal met |")
+    print("|---|---:|---|---:|---:|---:|---:|")
+    for g in out["groups"]:
+        sd = "" if g["sd_drop"] is None else f" ± {g['sd_drop']:.2f}"
+        print(f"| {g['scheme']} | {g['target_bpw']} | {','.join(map(str, g['seeds']))} | "
+              f"{g['mean_drop']:+.2f}{sd} ({g['worst_drop']:+.2f}) | {g['mean_bpw']:.3f} ({g['max_bpw']:.3f}) | "
+              f"{g['meets_target']}/{g['n']} | {g['meets_goal']}/{g['n']} |")
     if a.out:
         atomic_write_text(a.out, json.dumps(out, indent=2) + "\n")
     return 0

@@ -308,6 +308,11 @@ def test_table1_seed_summary(tmp_path, capsys):
     assert r[1]["drop_vs_own_seed_float"] == pytest.approx(-1.5) and not r[1]["meets_target"]
     assert r[2]["drop_vs_own_seed_float"] is None and r[2]["drop_vs_mean_float"] == pytest.approx(-0.4)
     assert r[2]["meets_goal"]
-    assert "| m1.json | 1 |" in capsys.readouterr().out
+    g = {x["target_bpw"]: x for x in s["groups"]}
+    assert g[0.82]["n"] == 1 and g[0.82]["sd_drop"] is None and g[0.82]["meets_target"] == 1
+    assert g[0.6]["seeds"] == [1, 2] and g[0.6]["mean_drop"] == pytest.approx((-1.5 - 0.4) / 2, abs=0.01)
+    assert g[0.6]["worst_drop"] == pytest.approx(-1.5) and g[0.6]["meets_goal"] == 1 and g[0.6]["max_bpw"] == 0.58
+    printed = capsys.readouterr().out
+    assert "| m1.json | 1 |" in printed and "| mixed-entropy | 0.6 | 1,2 |" in printed
     with pytest.raises(SystemExit, match="not a resnet_table1 result"):
         mod.main([str(out)])
