@@ -44,6 +44,11 @@ def load(paths: list[str]) -> tuple[dict[int, float], list[dict]]:
     return {s: statistics.fmean(v) for s, v in floats.items()}, runs
 
 
+def paired_drop(x: dict) -> float:
+    """The drop the target is judged on: vs the own-seed float when it was run, else vs the mean float."""
+    return x["drop_vs_own_seed_float"] if x["drop_vs_own_seed_float"] is not None else x["drop_vs_mean_float"]
+
+
 def groups(runs: list[dict]) -> list[dict]:
     """One row per (scheme, rate target): mean and sample SD over seeds of the paired drop (vs the
     own-seed float; runs without one use the mean float), mean coded b/w, seeds meeting target/goal."""
@@ -52,8 +57,7 @@ def groups(runs: list[dict]) -> list[dict]:
         by.setdefault((x["scheme"], x["target_bpw"]), []).append(x)
     out = []
     for (scheme, tgt), xs in sorted(by.items(), key=lambda kv: (kv[0][0], kv[0][1] is None, kv[0][1] or 0)):
-        d = [x["drop_vs_own_seed_float"] if x["drop_vs_own_seed_float"] is not None else x["drop_vs_mean_float"]
-             for x in xs]
+        d = [paired_drop(x) for x in xs]
         out.append({"scheme": scheme, "target_bpw": tgt, "seeds": sorted(x["seed"] for x in xs),
                     "mean_drop": round(statistics.fmean(d), 2),
                     "sd_drop": round(statistics.stdev(d), 2) if len(d) > 1 else None,
@@ -78,7 +82,7 @@ def main(argv=None) -> int:
         own = floats.get(x["seed"])
         x["drop_vs_own_seed_float"] = None if own is None else round(x["accuracy"] - own, 2)
         x["drop_vs_mean_float"] = round(x["accuracy"] - mean_f, 2)
-        ref = x["drop_vs_own_seed_float"] if own is not None else x["drop_vs_mean_float"]
+        ref = paired_drop(x)
         x["meets_target"] = x["tans_with_tables_bpw_body"] <= TARGET_BPW and ref >= -MAX_DROP
         x["meets_goal"] = x["tans_with_tables_bpw_body"] <= GOAL_BPW and ref >= -MAX_DROP
     out = {"float_accuracy_by_seed": floats, "float_mean": round(mean_f, 3),
