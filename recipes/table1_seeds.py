@@ -1,7 +1,7 @@
 """Seed summary of Table-I runs: each quantized run against the float run of its own seed and
 against the mean of all float runs, with the target check (<= 0.85 b/w at <= 1 point drop).
 
-    python recipes/table1_seeds.py results/table1_resnet18w32_e6_*.json \
+    python recipes/table1_seeds.py results/table1_resnet18w32_e6_{float,mixed}*.json \
         -o results/table1_resnet18w32_e6_seeds.json
 
 Reads the result JSONs written by ``recipes/resnet_table1.py`` (float runs are those with a
