@@ -96,3 +96,37 @@ def test_device_is_a_config_field_and_checked(tmp_path, cifar_root):
     with pytest.raises(ValueError, match="device"):
         train_classifier(TrainConfig(epochs_bn=1, epochs_bsn=0, device="tpu", **FAST), train, test, tmp_path / "bad",
                          model_cfg=tiny_cfg(), progress=False)
+
+
+def test_finetune_from_a_packed_mbit_starts_from_its_exact_codes(tmp_path, cifar_root):
+    from megabit.export import IntegerNQE
+    from megabit.fmt.mbit import write_mbit
+    from megabit.train.classifier import evaluate, fit_head_temperature, init_for_finetune
+    from tests.conftest import make_bsn_model
+
+    train, test = load_cifar10(cifar_root, "train"), load_cifar10(cifar_root, "test")
+    src = make_bsn_model(seed=3)
+    mb = tmp_path / "m.mbit"
+    write_mbit(IntegerNQE.from_model(src), mb)
+    start = init_for_finetune(mb)
+    # latents rebuilt at bin centres on a Kaiming-sized scale; the codes are the file's, bit for bit
+    for (_, q0, w0), (_, q1, w1) in zip(src.quantizers(), start.quantizers()):
+        assert torch.equal(q0.codes(w0), q1.codes(w1))
+        assert float(q1.step) != 1.0 and all(q.spec.momentum == 0.0 for _, q, _ in start.quantizers())
+    x = test.x
+    assert torch.equal(src.decision_logits(x), start.decision_logits(x))
+    # the temperature fit lowers the training cross-entropy and keeps the integer bias
+    b_int = start.head.int_bias().clone()
+    ce = lambda m: float(torch.nn.functional.cross_entropy(m(train.x).detach().float(), train.y))  # noqa: E731
+    before = ce(start.eval())
+    fit_head_temperature(start, train.x, train.y)
+    assert ce(start) <= before + 1e-6 and torch.equal(start.head.int_bias(), b_int)
+    assert torch.equal(src.decision_logits(x), start.decision_logits(x))
+    # one BSN epoch from the file: notes record the start's accuracy; a BN phase is refused
+    res = train_classifier(TrainConfig(epochs_bn=0, epochs_bsn=1, warmup_bsn=0.0, init=str(mb), **FAST), train, test,
+                           tmp_path / "ft", progress=False)
+    assert res["notes"]["init_accuracy"] == evaluate(src, test)["accuracy"]
+    assert res["epochs"] == 1 and (tmp_path / "ft" / "model.pt").exists()
+    with pytest.raises(ValueError, match="epochs-bn 0"):
+        train_classifier(TrainConfig(epochs_bn=1, epochs_bsn=1, init=str(mb), **FAST), train, test, tmp_path / "bad",
+                         progress=False)

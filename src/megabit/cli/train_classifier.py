@@ -29,6 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--warmup-bsn", type=float, default=d.warmup_bsn,
                    help="warm-up fraction of the BSN phase (default: same as phase 1; 0: none)")
+    p.add_argument("--init", default=None, metavar="MODEL",
+                   help="fine-tune this trained classifier (bundled name, .mbit or model.pt) instead of "
+                        "training from scratch; a BSN-mode model needs --epochs-bn 0")
+    p.add_argument("--init-step-momentum", type=float, default=d.init_step_momentum,
+                   help="quantizer step EMA during the fine-tune (default 0: keep the start's steps)")
     p.add_argument("--teacher", default=None, help="distil from this classifier model file (e.g. a --float run)")
     p.add_argument("--kd-alpha", type=float, default=d.kd_alpha)
     p.add_argument("--kd-temperature", type=float, default=d.kd_temperature)
@@ -59,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
                       norm="bn-only" if a.bn_only else "bn", compile=not a.no_compile, bf16=a.bf16,
                       threads=a.threads, limit_train=a.limit_train, limit_test=a.limit_test,
                       warmup_bsn=a.warmup_bsn, teacher=a.teacher, kd_alpha=a.kd_alpha,
-                      kd_temperature=a.kd_temperature, device=a.device)
+                      kd_temperature=a.kd_temperature, device=a.device, init=a.init,
+                      init_step_momentum=a.init_step_momentum)
     train = load_cifar10(a.data_root, "train", a.limit_train)
     test = load_cifar10(a.data_root, "test", a.limit_test)
     ddp = "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1

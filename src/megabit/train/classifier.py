@@ -30,7 +30,8 @@ from ..data.cifar import Split, batches, random_crop_flip
 from ..models.nqe import NQE, NQEConfig, get_preset
 from ..utils import atomic_save, atomic_write_text, resolve_device, use_bf16
 
-__all__ = ["TrainConfig", "train_classifier", "evaluate", "load_classifier", "save_classifier", "distillation_loss"]
+__all__ = ["TrainConfig", "train_classifier", "evaluate", "load_classifier", "save_classifier", "distillation_loss",
+           "init_for_finetune", "fit_head_temperature"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,14 @@ class TrainConfig:
     kd_alpha: float = 0.7  # loss = (1 - a) CE(label-smoothed) + a T^2 KL(teacher_T || student_T)  [I]
     kd_temperature: float = 4.0
     device: str = "auto"  # auto: the (local-rank) GPU when CUDA is available, else the CPU
+    # Fine-tuning: start from a trained classifier (bundled name, .mbit or model.pt) instead of
+    # random weights. A BSN-mode start trains the BSN phase only (epochs_bn must be 0). [I] The
+    # start's quantizer steps are kept fixed (momentum init_step_momentum = 0), so step 0 has
+    # exactly the start's integer codes; a .mbit start has no latent weights, so they are
+    # rebuilt at their bin centres on a Kaiming-sized scale and the head's softmax temperature
+    # (not stored in a .mbit) is refitted on training images.
+    init: str | None = None
+    init_step_momentum: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -92,6 +101,62 @@ def load_classifier(path: str | os.PathLike) -> NQE:
         raise ValueError(f"{path}: weights do not match its config ({str(e).splitlines()[0]})") from None
     model.eval()
     return model
+
+
+@torch.no_grad()
+def init_for_finetune(spec: str | os.PathLike, step_momentum: float = 0.0) -> NQE:
+    """A trained classifier prepared as the start of a fine-tune (see ``TrainConfig.init``).
+
+    Its integer codes (and, in BSN mode, shifts and offsets) are unchanged; the quantizers'
+    step momentum is set to ``step_momentum``. Latent weights that are bare codes (a model
+    rebuilt from a ``.mbit``: every step is 1) are rescaled with their step to ``sqrt(2 / fan_in)``
+    per code unit (Kaiming size), so one learning rate means what it means in training from scratch.
+    """
+    from ..hub import resolve_classifier
+
+    src, _ = resolve_classifier(spec)
+    if not src.cfg.quantize:
+        raise ValueError(f"{spec}: a float model; fine-tuning starts from a quantized classifier")
+    model = NQE(src.cfg.with_(step_momentum=step_momentum))
+    model.load_state_dict(src.state_dict())
+    from_codes = all(bool((q.step == 1.0).all()) for _, q, _ in model.quantizers() if q.spec.levels)
+    if from_codes:
+        for _, q, w in model.quantizers():
+            if not q.spec.levels:
+                continue
+            s = math.sqrt((2.0 if w.dim() > 2 else 1.0) / w[0].numel())
+            w.mul_(s)
+            q.step.fill_(s)
+    return model
+
+
+@torch.no_grad()
+def fit_head_temperature(model: NQE, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> float:
+    """Set the head's ``alpha`` (logits = alpha * integer accumulators) to minimise the cross-entropy
+    on ``(x, y)``; the stored integer bias is unchanged. Returns the fitted alpha."""
+    model.eval()
+    acc = torch.cat([model.decision_logits(x[i : i + batch_size]).float() for i in range(0, len(x), batch_size)])
+    def ce(la: float) -> float:
+        return float(F.cross_entropy(acc * math.exp(la), y))
+    lo, hi = -20.0, 5.0  # golden-section search on log alpha (CE is unimodal in the scale)
+    g = (math.sqrt(5) - 1) / 2
+    a, b = hi - g * (hi - lo), lo + g * (hi - lo)
+    fa, fb = ce(a), ce(b)
+    for _ in range(60):
+        if fa < fb:
+            hi, b, fb = b, a, fa
+            a = hi - g * (hi - lo)
+            fa = ce(a)
+        else:
+            lo, a, fa = a, b, fb
+            b = lo + g * (hi - lo)
+            fb = ce(b)
+    la = (lo + hi) / 2
+    h = model.head
+    b_int = h.int_bias().float()
+    h.log_alpha.fill_(la)
+    h.bias.copy_(b_int * math.exp(la))  # int_bias() = round(bias / alpha) stays b_int
+    return math.exp(la)
 
 
 @torch.no_grad()
@@ -178,12 +243,21 @@ def train_classifier(
         if not (0.0 <= cfg.kd_alpha <= 1.0 and cfg.kd_temperature > 0):
             raise ValueError("kd_alpha must be in [0, 1] and kd_temperature > 0")
     out.mkdir(parents=True, exist_ok=True)
-    mcfg = model_cfg or get_preset(cfg.preset)
-    mcfg = mcfg.with_(quantize=cfg.quantize, norm="bn")
     amp = use_bf16(cfg.bf16, dev.type)
     torch.manual_seed(cfg.seed)
-    model = NQE(mcfg).to(dev)
-    phases = [("bn", cfg.epochs_bn, cfg.lr)]
+    if cfg.init:
+        model = init_for_finetune(cfg.init, cfg.init_step_momentum)
+        if not cfg.quantize or cfg.norm == "bn-only":
+            raise ValueError("--init fine-tunes a quantized model with its own norm: drop --float / --bn-only")
+        if model.cfg.norm == "bsn" and cfg.epochs_bn:
+            raise ValueError(f"{cfg.init} is already in BSN mode: fine-tune it with --epochs-bn 0")
+        mcfg = model.cfg
+        model.to(dev)
+    else:
+        mcfg = model_cfg or get_preset(cfg.preset)
+        mcfg = mcfg.with_(quantize=cfg.quantize, norm="bn")
+        model = NQE(mcfg).to(dev)
+    phases = [("bn", cfg.epochs_bn, cfg.lr)] if cfg.epochs_bn else []
     if cfg.quantize and cfg.norm != "bn-only" and cfg.epochs_bsn > 0:
         phases.append(("bsn", cfg.epochs_bsn, cfg.lr_bsn))
     elif cfg.epochs_bsn > 0:  # ablation: spend the same budget with BatchNorm throughout
@@ -201,6 +275,12 @@ def train_classifier(
         model.to(dev)
         opt_state, state = ck["optimizer"], ck["state"]
         torch.set_rng_state(ck["rng"])
+    if cfg.init and state["epoch"] == 0 and rank == 0:
+        if model.cfg.norm == "bsn":  # a .mbit stores no softmax temperature; refit it (cheap)
+            n = min(len(train), 5000)
+            alpha = fit_head_temperature(model, train.x[:n].to(dev), train.y[:n].to(dev))
+            state.setdefault("notes", {})["init_alpha"] = alpha
+        state.setdefault("notes", {})["init_accuracy"] = evaluate(model, test, cfg.tta)["accuracy"]
     if rank == 0:
         atomic_write_text(out / "config.json", json.dumps({"train": cfg.to_dict(), "model": mcfg.to_dict()}, indent=2))
 
