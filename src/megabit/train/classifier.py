@@ -242,7 +242,6 @@ def train_classifier(
             p_.requires_grad_(False)
         if not (0.0 <= cfg.kd_alpha <= 1.0 and cfg.kd_temperature > 0):
             raise ValueError("kd_alpha must be in [0, 1] and kd_temperature > 0")
-    out.mkdir(parents=True, exist_ok=True)
     amp = use_bf16(cfg.bf16, dev.type)
     torch.manual_seed(cfg.seed)
     if cfg.init:
@@ -257,6 +256,7 @@ def train_classifier(
         mcfg = model_cfg or get_preset(cfg.preset)
         mcfg = mcfg.with_(quantize=cfg.quantize, norm="bn")
         model = NQE(mcfg).to(dev)
+    out.mkdir(parents=True, exist_ok=True)
     phases = [("bn", cfg.epochs_bn, cfg.lr)] if cfg.epochs_bn else []
     if cfg.quantize and cfg.norm != "bn-only" and cfg.epochs_bsn > 0:
         phases.append(("bsn", cfg.epochs_bsn, cfg.lr_bsn))
