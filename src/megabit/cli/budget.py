@@ -47,10 +47,15 @@ def main(argv: list[str] | None = None) -> int:
     elif Path(a.model).is_file() and open(a.model, "rb").read(4) == b"MBIT":
         from megabit.fmt.mbit import inspect_mbit, read_container, read_mbit
 
-        if read_container(a.model)[2]["kind"] == "resnet":  # a Table-I ResNet: its file is its budget
+        kind = read_container(a.model)[2]["kind"]
+        if kind == "resnet":  # a Table-I ResNet: its file is its budget
             from megabit.cli.inspect import _inspect_resnet
 
             return _inspect_resnet(a)
+        if kind == "lic":  # an FMPQ-quantized image codec: likewise
+            from megabit.cli.inspect import _inspect_lic
+
+            return _inspect_lic(a)
         f = read_mbit(a.model)
         t = budget_table(f.config)
         t["raw_total_bits"] = t["total_bits"]

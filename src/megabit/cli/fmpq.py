@@ -6,6 +6,7 @@ Subcommands (each calls :mod:`megabit.search` functions only)::
     megabit fmpq search --sensitivity sens.json --target-size 2.5Mbit --out plan.json
     megabit fmpq qat --checkpoint codec.pt --plan plan.json --data photos/ --steps 200 --out q.pt
     megabit fmpq eval --quantized q.pt --data kodak/ --out rd.json
+    megabit fmpq pack q.pt -o codec.mbit        # the file to ship; `fmpq eval --quantized codec.mbit` runs it
 
 Sizes: plain bits, or a number with ``bit``/``kbit``/``Mbit`` (10^3/10^6 bits), ``B``/``kB``/``MB``
 (bytes), or ``N%`` of the all-highest-bit-width size.
@@ -101,12 +102,19 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", required=True)
 
     z = sub.add_parser("size", help="exact plan bits and rANS-coded bytes of a quantized codec's weights")
-    z.add_argument("quantized", help="file written by `fmpq qat`")
+    z.add_argument("quantized", help="file written by `fmpq qat` (or its packed .mbit)")
     z.add_argument("--json", action="store_true")
+
+    k = sub.add_parser("pack", help="write a quantized codec as a .mbit file (entropy-coded weights)")
+    k.add_argument("quantized", help="file written by `fmpq qat`")
+    k.add_argument("-o", "--output", required=True, help="output .mbit path (written atomically)")
+    k.add_argument("--coder", default="rans", choices=["rans", "tans", "raw"],
+                   help="weight coder (a layer that codes no smaller than raw is stored raw)")
+    k.add_argument("--json", action="store_true")
 
     e = sub.add_parser("eval", help="real-bitstream rate-distortion of a float, uniform or FMPQ codec")
     g = e.add_mutually_exclusive_group(required=True)
-    g.add_argument("--quantized", help="file written by `fmpq qat`")
+    g.add_argument("--quantized", help="file written by `fmpq qat`, or its .mbit from `fmpq pack`")
     g.add_argument("--checkpoint")
     e.add_argument("--arch", default=None)
     e.add_argument("--N", type=int, default=None)
@@ -243,12 +251,46 @@ def _eval(a: argparse.Namespace) -> int:
     return 0
 
 
+def _pack(a: argparse.Namespace) -> int:
+    import torch
+
+    from megabit.fmt.mbit_lic import inspect_lic_mbit, read_lic_mbit, write_lic_mbit
+    from megabit.search import load_quantized
+
+    model, plan, obj = load_quantized(a.quantized)
+    size = write_lic_mbit(model, plan, obj["config"], a.output, coder=a.coder, meta=_pack_meta(a.quantized, obj))
+    back, _, _ = read_lic_mbit(a.output)  # what was written decodes to the same effective weights
+    with torch.no_grad():
+        for name in plan.bits:
+            if not torch.equal(model.get_submodule(name).weight, back.get_submodule(name).weight):
+                raise RuntimeError(f"{a.output}: layer {name} does not decode back")  # pragma: no cover - coder bug
+    ins = inspect_lic_mbit(a.output)
+    res = {"output": a.output, "file_bytes": size, "total_bits": 8 * size, "plan_size_bits": plan.size_bits,
+           "weight_bits": ins["weight_bits"], "bits_per_weight": ins["bits_per_weight"],
+           "float_section_bytes": ins["float_section_bytes"], "coder": a.coder}
+    if a.json:
+        print(json.dumps(res))
+    else:
+        print(f"{a.output}: {size:,} bytes; weights {ins['weight_bits'] / 8:,.0f} B = {ins['bits_per_weight']:.3f} "
+              f"bits/weight ({a.coder}; plan {plan.size_bits / 8:,.0f} B raw), float32 parameters "
+              f"{ins['float_section_bytes']:,} B")
+    return 0
+
+
+def _pack_meta(src, obj: dict) -> dict:
+    """What `fmpq pack` records in the file's config section (so `fmpq size` can predict its size)."""
+    lm = obj.get("lmbda", obj.get("meta", {}).get("lmbda"))
+    return {"source": str(src), "lmbda": lm}
+
+
 def _size(a: argparse.Namespace) -> int:
+    from megabit.fmt.mbit_lic import encode_lic_mbit
     from megabit.search import coded_size, load_quantized
 
-    model, plan, _ = load_quantized(a.quantized)
+    model, plan, obj = load_quantized(a.quantized)
     res = {"quantized": str(a.quantized), "plan_size_bits": plan.size_bits, "mean_weight_bits": plan.mean_bits,
-           **coded_size(model)}
+           **coded_size(model),
+           "mbit_file_bytes": len(encode_lic_mbit(model, plan, obj["config"], meta=_pack_meta(a.quantized, obj)))}
     if a.json:
         print(json.dumps(res))
         return 0
@@ -257,13 +299,15 @@ def _size(a: argparse.Namespace) -> int:
         print(f"{name:<28}{v['bits']:>5}{v['n_weights']:>10}{v['entropy_bits_per_weight']:>8.3f}{v['stored']:>8}"
               f"{v['bytes']:>10}")
     print(f"plan: {plan.size_bits} bits = {plan.size_bits / 8:.0f} B raw; rANS-coded: {res['total_bytes']} B "
-          f"({res['bits_per_weight']:.3f} bits/weight incl. tables and scales)")
+          f"({res['bits_per_weight']:.3f} bits/weight incl. tables and scales); the whole `fmpq pack` file "
+          f"(with float32 biases, GDN and entropy-bottleneck parameters): {res['mbit_file_bytes']} B")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
-    return {"sensitivity": _sensitivity, "search": _search, "qat": _qat, "eval": _eval, "size": _size}[a.cmd](a)
+    return {"sensitivity": _sensitivity, "search": _search, "qat": _qat, "eval": _eval, "size": _size,
+            "pack": _pack}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -240,6 +240,8 @@ def read_mbit(src: str | os.PathLike | bytes) -> MbitFile:
     version, secs, obj, size = read_container(src)
     if obj["kind"] == "resnet":
         raise MbitError("this .mbit holds a ResNet (megabit.fmt.mbit_resnet.read_resnet_mbit reads it)")
+    if obj["kind"] == "lic":
+        raise MbitError("this .mbit holds a quantized image codec (megabit.fmt.mbit_lic.read_lic_mbit reads it)")
     try:
         cfg = NQEConfig.from_dict(obj["config"])
         kind, meta = obj["kind"], obj.get("meta", {})
@@ -278,7 +280,7 @@ def _decode_weights(coder: int, levels: int, n: int, table: bytes, payload: byte
     cr = np.asarray(code_range(levels))
     if idx.size != n or (n and int(idx.max()) >= len(cr)):
         raise MbitError("decoded weights fall outside the level grid")
-    return cr[idx].astype(np.int8)
+    return cr[idx].astype(np.int8 if int(np.abs(cr).max()) <= 127 else np.int16)
 
 
 def _split(payload: bytes, fixed_size: int, nfield: int, field_bits: int, table_bytes: int):

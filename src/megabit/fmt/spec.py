@@ -26,11 +26,11 @@ SECTION_CONFIG = 1  # UTF-8 JSON: {"kind": ..., "config": {...}, "meta": {...}}
 SECTION_CONV = 2  # one conv layer: weights + BSN shift/offsets
 SECTION_HEAD = 3  # classifier head: weights + bias
 SECTION_CODE = 4  # patch encoder code layer: 1x1 conv + BSN offset + sign (CONV payload layout)
-SECTION_QTENSOR = 5  # kind "resnet": one quantized weight tensor (steps + coded level indices)
-SECTION_FLOAT = 6  # kind "resnet": one float32 tensor (BatchNorm, bias, unquantized weights)
+SECTION_QTENSOR = 5  # kinds "resnet", "lic": one quantized weight tensor (steps + coded level indices)
+SECTION_FLOAT = 6  # kinds "resnet", "lic": one float32 tensor (BatchNorm, bias, unquantized weights)
 SECTION_NAMES = {SECTION_CONFIG: "config", SECTION_CONV: "conv", SECTION_HEAD: "head", SECTION_CODE: "code",
                  SECTION_QTENSOR: "qtensor", SECTION_FLOAT: "float"}
-KINDS = ("nqe-classifier", "patch-encoder", "resnet")
+KINDS = ("nqe-classifier", "patch-encoder", "resnet", "lic")
 
 #: weight coders (the ``coder`` byte of a section)
 CODER_NONE = 0
