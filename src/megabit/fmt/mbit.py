@@ -283,6 +283,30 @@ def _decode_weights(coder: int, levels: int, n: int, table: bytes, payload: byte
     return cr[idx].astype(np.int8 if int(np.abs(cr).max()) <= 127 else np.int16)
 
 
+def read_qtensor(sec: Section, levels: int, n: int, n_steps: int, what: str = "config"):
+    """Parse a qtensor section (kinds "resnet", "lic") expected to hold ``n`` weights of ``levels``
+    levels and ``n_steps`` steps: (flat codes, float32 steps, table bytes, offset of the table)."""
+    if len(sec.payload) < S.MBIT_QTENSOR.size:
+        raise MbitError(f"qtensor section {sec.index} too short")
+    lv, ns, nw, tb = S.MBIT_QTENSOR.unpack_from(sec.payload, 0)
+    if (lv, nw, ns) != (levels, n, n_steps):
+        raise MbitError(f"qtensor section {sec.index} does not match the {what}")
+    a = S.MBIT_QTENSOR.size
+    b = a + 4 * n_steps
+    if b + tb > len(sec.payload):
+        raise MbitError(f"qtensor section {sec.index} shorter than its declared fields")
+    steps = np.frombuffer(sec.payload[a:b], dtype="<f4").astype(np.float32)
+    if not np.all(np.isfinite(steps)) or np.any(steps <= 0):
+        raise MbitError(f"qtensor section {sec.index}: steps must be finite and positive")
+    try:
+        codes = _decode_weights(sec.coder, levels, n, sec.payload[b : b + tb], sec.payload[b + tb :])
+    except MbitError as e:
+        raise MbitError(f"qtensor section {sec.index}: {e}") from None
+    except ValueError as e:
+        raise MbitError(f"qtensor section {sec.index}: {str(e).splitlines()[0]}") from None
+    return codes, steps, tb, b
+
+
 def _split(payload: bytes, fixed_size: int, nfield: int, field_bits: int, table_bytes: int):
     a = fixed_size
     b = a + (nfield * field_bits + 7) // 8

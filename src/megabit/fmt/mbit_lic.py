@@ -42,7 +42,7 @@ from torch.nn.utils import parametrize
 from ..export.bitpack import _codes_to_index
 from ..utils import atomic_write_bytes
 from . import spec as S
-from .mbit import MbitError, Section, _code_weights, _container, _decode_weights, read_container
+from .mbit import MbitError, Section, _code_weights, _container, read_container, read_qtensor
 
 __all__ = ["encode_lic_mbit", "write_lic_mbit", "read_lic_mbit", "inspect_lic_mbit", "stored_tensors", "is_mbit"]
 
@@ -160,28 +160,10 @@ def _parse(src):
 
 
 def _qtensor(sec: Section, layer: nn.Module):
-    """(codes, per-channel scales, table bytes, table offset) of one layer, checked against the model."""
+    """(codes, per-channel scales, table bytes, table offset) of one layer, checked against the plan."""
     fq = layer.parametrizations.weight[0]
     shape = tuple(layer.parametrizations.weight.original.shape)
-    levels_want, ch = 2**fq.bits - 1, shape[fq.out_dim]
-    if len(sec.payload) < S.MBIT_QTENSOR.size:
-        raise MbitError(f"qtensor section {sec.index} too short")
-    levels, n_steps, n, tb = S.MBIT_QTENSOR.unpack_from(sec.payload, 0)
-    if levels != levels_want or n != int(np.prod(shape)) or n_steps != ch:
-        raise MbitError(f"qtensor section {sec.index} does not match the plan")
-    a = S.MBIT_QTENSOR.size
-    b = a + 4 * n_steps
-    if b + tb > len(sec.payload):
-        raise MbitError(f"qtensor section {sec.index} shorter than its declared fields")
-    steps = np.frombuffer(sec.payload[a:b], dtype="<f4").astype(np.float32)
-    if not np.all(np.isfinite(steps)) or np.any(steps <= 0):
-        raise MbitError(f"qtensor section {sec.index}: scales must be finite and positive")
-    try:
-        codes = _decode_weights(sec.coder, levels, n, sec.payload[b : b + tb], sec.payload[b + tb :])
-    except MbitError as e:
-        raise MbitError(f"qtensor section {sec.index}: {e}") from None
-    except ValueError as e:
-        raise MbitError(f"qtensor section {sec.index}: {str(e).splitlines()[0]}") from None
+    codes, steps, tb, b = read_qtensor(sec, 2**fq.bits - 1, int(np.prod(shape)), shape[fq.out_dim], "plan")
     return codes.reshape(shape), steps, tb, b
 
 

@@ -29,7 +29,7 @@ from ..export.bitpack import _codes_to_index
 from ..models.resnet import ResNet, ResNetConfig, quantized_layers
 from ..utils import atomic_write_bytes
 from . import spec as S
-from .mbit import MbitError, Section, _code_weights, _container, _decode_weights, read_container
+from .mbit import MbitError, Section, _code_weights, _container, read_container, read_qtensor
 
 __all__ = ["encode_resnet_mbit", "write_resnet_mbit", "read_resnet_mbit", "inspect_resnet_mbit", "stored_tensors"]
 
@@ -107,24 +107,7 @@ def _parse(src) -> tuple[list[Section], ResNet, dict, int]:
 def _qtensor(sec: Section, layer):
     """(codes, steps, table bytes, offset of the table) of ``layer``'s qtensor section, checked against it."""
     shape, spec = layer.weight.shape, layer.quant.spec
-    if len(sec.payload) < S.MBIT_QTENSOR.size:
-        raise MbitError(f"qtensor section {sec.index} too short")
-    levels, n_steps, n, tb = S.MBIT_QTENSOR.unpack_from(sec.payload, 0)
-    if levels != spec.levels or n != int(np.prod(shape)) or n_steps != (shape[0] if spec.per_channel else 1):
-        raise MbitError(f"qtensor section {sec.index} does not match the config")
-    a = S.MBIT_QTENSOR.size
-    b = a + 4 * n_steps
-    if b + tb > len(sec.payload):
-        raise MbitError(f"qtensor section {sec.index} shorter than its declared fields")
-    steps = np.frombuffer(sec.payload[a:b], dtype="<f4").astype(np.float32)
-    if not np.all(np.isfinite(steps)) or np.any(steps <= 0):
-        raise MbitError(f"qtensor section {sec.index}: steps must be finite and positive")
-    try:
-        codes = _decode_weights(sec.coder, levels, n, sec.payload[b : b + tb], sec.payload[b + tb :])
-    except MbitError:
-        raise
-    except ValueError as e:
-        raise MbitError(f"qtensor section {sec.index}: {str(e).splitlines()[0]}") from None
+    codes, steps, tb, b = read_qtensor(sec, spec.levels, int(np.prod(shape)), shape[0] if spec.per_channel else 1)
     return codes.reshape(shape), steps, tb, b
 
 
