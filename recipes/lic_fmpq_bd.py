@@ -49,6 +49,17 @@ LAMBDAS = [0.0018, 0.0035, 0.0067, 0.0130]  # CompressAI quality 1-4
 KINDS = {"rd": "fmpq", "bd-proxy": "fmpqbdp"}  # sensitivity criterion -> variant prefix (files, reports)
 
 
+def extra_evals(a) -> list[tuple[str, str]]:
+    """(name, folder) of every ``--extra-eval`` set."""
+    out = []
+    for item in filter(None, (x.strip() for x in getattr(a, "extra_eval", "").split(","))):
+        name, sep, folder = item.partition("=")
+        if not sep or not name.isidentifier() or name == "kodak" or not folder:
+            raise SystemExit(f"lic_fmpq_bd: error: --extra-eval takes NAME=DIR items (NAME not 'kodak'), got {item!r}")
+        out.append((name, folder))
+    return out
+
+
 def fmpq_kinds(a) -> list[str]:
     """Variant prefixes of the FMPQ plans the study makes (``--criteria``)."""
     crit = [c.strip() for c in a.criteria.split(",") if c.strip()]
@@ -87,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-crop", type=int, default=128)
     p.add_argument("--qat-steps", type=int, default=80)
     p.add_argument("--eval-limit", type=int, default=None)
+    p.add_argument("--extra-eval", default="",
+                   help="more evaluation sets, NAME=DIR[,NAME=DIR]: every variant is also evaluated there "
+                        "(files NAME_<variant>.json; the report adds bd_vs_NAME), e.g. "
+                        "clic=/work/shared/data/clic2025-val-half")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--collect", action="store_true", help="only assemble results/ from --work")
     p.add_argument("--results", default="results")
@@ -126,6 +141,10 @@ def stages_for(a) -> list[Stage]:
             ev = ["--data", a.eval_data, "--rate", rate] + (["--limit", str(a.eval_limit)] if a.eval_limit else [])
             later.append(Stage(f"{arch}/l{lm}/eval_float", [tr], lambda ck=ck, ld=ld, ev=ev: fmpq.main(
                 ["eval", "--checkpoint", str(ck), *ev, "--out", str(ld / "kodak_float.json")])))
+            for name, folder in extra_evals(a):
+                later.append(Stage(f"{arch}/l{lm}/{name}_float", [tr], lambda ck=ck, ld=ld, name=name, folder=folder:
+                                   fmpq.main(["eval", "--checkpoint", str(ck), "--data", folder, "--rate", rate,
+                                              "--out", str(ld / f"{name}_float.json")])))
 
             def qat_eval(v: str, plan: Path, seed: int = 0, ck=ck, ld=ld, ev=ev, arch=arch, lm=lm) -> None:
                 """QAT of one plan, then its Kodak evaluation (two stages)."""
@@ -136,6 +155,11 @@ def stages_for(a) -> list[Stage]:
                      "--seed", str(seed), "--out", str(q)])))
                 later.append(Stage(f"{arch}/l{lm}/eval_{v}", [f"{arch}/l{lm}/qat_{v}"], lambda: fmpq.main(
                     ["eval", "--quantized", str(q), *ev, "--out", str(ld / f"kodak_{v}.json")])))
+                for name, folder in extra_evals(a):
+                    later.append(Stage(f"{arch}/l{lm}/{name}_{v}", [f"{arch}/l{lm}/qat_{v}"],
+                                       lambda name=name, folder=folder: fmpq.main(
+                                           ["eval", "--quantized", str(q), "--data", folder, "--rate", rate,
+                                            "--out", str(ld / f"{name}_{v}.json")])))
 
             for b in unif:
                 for kind in ("u", *kinds):

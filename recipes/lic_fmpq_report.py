@@ -61,7 +61,7 @@ def _bd_table(curves: dict, variants: list[str], unif: list[int], n_lambdas: int
 
 
 def collect(a) -> None:
-    from lic_fmpq_bd import fmpq_kinds
+    from lic_fmpq_bd import extra_evals, fmpq_kinds
 
     from megabit.search import QuantPlan, SensitivityTable, adaptive_search, coded_size, load_quantized
     from megabit.utils import atomic_write_text
@@ -81,6 +81,7 @@ def collect(a) -> None:
         base = torch.load(d / "base.pt", map_location="cpu", weights_only=False)
         per_lambda, curves = {}, {v: [] for v in variants}
         curves8 = {v: [] for v in variants}
+        curves_x = {name: {v: [] for v in variants} for name, _ in extra_evals(a)}
         complete = True
         for lm in lams:
             ld = d / f"l{lm}"
@@ -146,6 +147,17 @@ def collect(a) -> None:
                     curves8[v].append({"lmbda": lm, **ev8[v]})
             if ev8:
                 row["kodak8_bitstream"] = ev8
+            for name, _ in extra_evals(a):  # the same variants on another evaluation set (--extra-eval)
+                evx = {}
+                for v in variants:
+                    f = ld / f"{name}_{v}.json"
+                    if f.exists():
+                        rx = json.loads(f.read_text())
+                        evx[v] = {"bpp": rx["mean_bpp"], "psnr": rx["mean_psnr"], "ms_ssim": rx.get("mean_ms_ssim"),
+                                  "n_images": rx["n_images"]}
+                        curves_x[name][v].append({"lmbda": lm, **evx[v]})
+                if evx:
+                    row[name] = evx
             per_lambda[str(lm)] = row
         bd, bd8 = (_bd_table(curves, variants, unif, len(lams), kinds),
                    _bd_table(curves8, variants, unif, len(lams), kinds))
@@ -172,6 +184,8 @@ def collect(a) -> None:
                 "the 24-image numbers above use the forward-pass likelihood estimate, whose x_hat rounds y "
                 "without the predicted means (CompressAI's forward semantics) and so differs from the decoder's"}
                if bd8 else {}),
+            **{f"bd_vs_{name}": _bd_table(cx, variants, unif, len(lams), kinds) for name, cx in curves_x.items()},
+            **({"extra_eval_sets": dict(extra_evals(a))} if curves_x else {}),
             "search_iterations": {"adaptive": iters, "adaptive_log": liters, "grid": giters,
                                   "adaptive_mean": round(sum(iters) / len(iters), 2) if iters else None,
                                   "adaptive_log_mean": round(sum(liters) / len(liters), 2) if liters else None,

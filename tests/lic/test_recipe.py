@@ -95,3 +95,44 @@ def test_fmpq_study_second_criterion_makes_its_own_plans(tmp_path):
         for k, crit in (("fmpq", "rd"), ("fmpqbdp", "bd-proxy")):
             p = QuantPlan.load(tmp_path / f"plan_{k}{b}.json")
             assert p.meta["criterion"] == crit and p.size_bits <= u.size_bits
+
+
+def test_fmpq_study_extra_eval_set_stages_and_report(tmp_path):
+    import json
+    import sys
+
+    import torch
+
+    sys.path.insert(0, str(ROOT / "recipes"))
+    try:
+        import lic_fmpq_bd as study
+        import lic_fmpq_report as report
+    finally:
+        sys.path.remove(str(ROOT / "recipes"))
+    argv = ["--work", str(tmp_path / "w"), "--archs", "scale-hyperprior", "--uniform", "8,4", "--lambdas", "0.1,0.2,0.3,0.4",
+            "--extra-eval", "clic=/data/clic", "--results", str(tmp_path / "res"), "--tag", "t"]
+    a = study.build_parser().parse_args(argv)
+    names = [s.name for s in study.stages_for(a)]
+    per_lambda = 4 + 2 * 2 * 2  # train, sens, plans, eval_float; qat + eval for u8, fmpq8, u4, fmpq4
+    assert len(names) == len(set(names)) == 1 + 4 * (per_lambda + 1 + 4)  # + clic_float, clic_<variant>
+    assert "scale-hyperprior/l0.2/clic_fmpq4" in names
+    for bad in ("clic", "kodak=/x", "=/x"):
+        with pytest.raises(SystemExit, match="extra-eval"):
+            study.extra_evals(study.build_parser().parse_args(["--extra-eval", bad]))
+    # the report: curves from (stub) result files of both sets; BD-rates only where a set is complete
+    d = tmp_path / "w" / "scale-hyperprior"
+    d.mkdir(parents=True)
+    torch.save({"config": {"arch": "scale-hyperprior", "N": 8, "M": 8}, "lmbda": 0.1, "step": 1, "elapsed_s": 1}, d / "base.pt")
+    for i, lm in enumerate((0.1, 0.2, 0.3, 0.4)):
+        ld = d / f"l{lm}"
+        ld.mkdir()
+        for v, gain in (("float", 0.0), ("u8", 0.0), ("fmpq8", 0.05), ("u4", -0.3), ("fmpq4", -0.1)):
+            for name, off in (("kodak", 0.0), ("clic", 2.0)):
+                r = {"mean_bpp": 0.1 * (i + 1), "mean_psnr": 25 + off + 2 * i ** 0.5 + gain,
+                     "mean_ms_ssim": 0.9 + 0.01 * i, "n_images": 3}
+                (ld / f"{name}_{v}.json").write_text(json.dumps(r))
+    report.collect(a)
+    res = json.loads((tmp_path / "res" / "fmpq_scale-hyperprior_t.json").read_text())
+    assert set(res["bd_vs_clic"]) == set(res["bd_vs"]) and res["extra_eval_sets"] == {"clic": "/data/clic"}
+    assert res["bd_vs_clic"]["fmpq8_vs_u8"]["bd_rate_psnr_cubic"] < 0 < res["bd_vs_clic"]["u4_vs_u8"]["bd_rate_psnr_cubic"]
+    assert res["per_lambda"]["0.1"]["clic"]["u8"]["psnr"] == 27.0
