@@ -63,6 +63,7 @@ def _bd_table(curves: dict, variants: list[str], unif: list[int], n_lambdas: int
 def collect(a) -> None:
     from lic_fmpq_bd import extra_evals, fmpq_kinds
 
+    from megabit.fmt.mbit_lic import encode_lic_mbit
     from megabit.search import QuantPlan, SensitivityTable, adaptive_search, coded_size, load_quantized
     from megabit.utils import atomic_write_text
 
@@ -132,10 +133,12 @@ def collect(a) -> None:
                             if "size_bits" in r else {})}
                 q = ld / f"q_{v}.pt"
                 if q.exists():  # entropy-coded size of the QAT'd weights (rANS, verified by decoding)
-                    qm, _, _ = load_quantized(q)
+                    qm, qplan, qobj = load_quantized(q)
                     cs = coded_size(qm)
                     ev[v]["ans_bytes"] = cs["total_bytes"]
                     ev[v]["ans_bits_per_weight"] = cs["bits_per_weight"]
+                    # the whole `megabit fmpq pack` file (weights + float32 biases/GDN/bottleneck + plan)
+                    ev[v]["mbit_file_bytes"] = len(encode_lic_mbit(qm, qplan, qobj["config"]))
                 curves[v].append({"lmbda": lm, **ev[v]})
             row["kodak"] = ev
             ev8 = {}
