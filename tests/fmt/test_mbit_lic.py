@@ -105,6 +105,9 @@ def test_fmpq_pack_cli_and_the_packed_file_runs_as_the_model(tmp_path, capsys):
     assert megabit_main(["fmpq", "pack", str(q), "-o", str(out), "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["file_bytes"] == out.stat().st_size and res["plan_size_bits"] == _PLAN.size_bits
+    assert megabit_main(["pack", str(q), "-o", str(tmp_path / "same.mbit"), "--coder", "rans"]) == 0
+    assert (tmp_path / "same.mbit").read_bytes() == out.read_bytes()  # `megabit pack` routes it to `fmpq pack`
+    capsys.readouterr()
     for cmd in (["inspect", str(out), "--json"], ["budget", str(out), "--json"]):
         assert megabit_main(cmd) == 0
         assert json.loads(capsys.readouterr().out)["total_bits"] == 8 * out.stat().st_size

@@ -3,7 +3,9 @@
 MODEL: a classifier (bundled name such as nqe-1mbit, checkpoint, run dir, .mbit), the edge half
 of a patch codec (bundled name such as codec-nested, or a codec model.pt): its integer patch
 encoder is packed (kind "patch-encoder"; the float decoder stays on the server), or a ResNet
-model.pt of recipes/resnet_table1.py (kind "resnet": coded steps and codes, float32 BatchNorm).
+model.pt of recipes/resnet_table1.py (kind "resnet": coded steps and codes, float32 BatchNorm), or
+an FMPQ-quantized image codec from `megabit fmpq qat` (kind "lic", as `megabit fmpq pack`; default
+coder there: the one given here).
 """
 
 from __future__ import annotations
@@ -29,6 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     from megabit.fmt.mbit import inspect_mbit, read_mbit, write_mbit
     from megabit.hub import load_resnet, resolve_classifier
 
+    if _is_quantized_lic(a.model):  # an `fmpq qat` result: same as `megabit fmpq pack`
+        from megabit.cli import fmpq
+
+        if a.table_log is not None or a.streams != 1:
+            raise ValueError("--table-log / --streams are not options of a quantized image codec's file")
+        return fmpq.main(["pack", a.model, "-o", a.output, "--coder", a.coder] + (["--json"] if a.json else []))
     resnet = load_resnet(a.model)
     if resnet is not None:
         return _pack_resnet(resnet, a)
@@ -50,6 +58,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{a.output}: {size:,} bytes = {8 * size:,} bits ({100 * 8 * size / (1 << 20):.1f}% of 1 Mbit), "
               f"{ins['bits_per_weight']:.3f} bits/weight ({a.coder})")
     return 0
+
+
+def _is_quantized_lic(spec: str) -> bool:
+    """True for a file written by `megabit fmpq qat` (a quantized learned image codec)."""
+    from pathlib import Path
+
+    p = Path(spec)
+    if p.suffix != ".pt" or not p.is_file():
+        return False
+    import torch
+
+    from megabit.search.qat import QUANT_FORMAT
+
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=False)
+    except Exception:  # noqa: BLE001 - not ours to judge here; the other loaders report it
+        return False
+    return isinstance(obj, dict) and obj.get("format") == QUANT_FORMAT
 
 
 def _codec_or_none(spec: str):
