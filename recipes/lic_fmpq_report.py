@@ -83,7 +83,6 @@ def collect(a) -> None:
         per_lambda, curves = {}, {v: [] for v in variants}
         curves8 = {v: [] for v in variants}
         curves_x = {name: {v: [] for v in variants} for name, _ in extra_evals(a)}
-        complete = True
         for lm in lams:
             ld = d / f"l{lm}"
             row = {}
@@ -124,7 +123,6 @@ def collect(a) -> None:
             for v in variants:
                 f = ld / f"kodak_{v}.json"
                 if not f.exists():
-                    complete = False
                     continue
                 r = json.loads(f.read_text())
                 ev[v] = {"bpp": r["mean_bpp"], "psnr": r["mean_psnr"], "ms_ssim": r.get("mean_ms_ssim"),
@@ -162,8 +160,15 @@ def collect(a) -> None:
                 if evx:
                     row[name] = evx
             per_lambda[str(lm)] = row
-        bd, bd8 = (_bd_table(curves, variants, unif, len(lams), kinds),
-                   _bd_table(curves8, variants, unif, len(lams), kinds))
+        # a variant with no result at any lambda was not part of this architecture's run (e.g. no noise
+        # seed there): it is left out instead of making the whole architecture incomplete
+        run = [v for v in variants if curves[v] or v in ("u8", "float")]
+        complete = all(len(curves[v]) == len(lams) for v in run)
+        curves = {v: c for v, c in curves.items() if v in run}
+        curves8 = {v: c for v, c in curves8.items() if c}
+        curves_x = {name: {v: c for v, c in cx.items() if v in run} for name, cx in curves_x.items()}
+        bd, bd8 = (_bd_table(curves, run, unif, len(lams), kinds),
+                   _bd_table({v: c for v, c in curves8.items()}, [v for v in run if v in curves8], unif, len(lams), kinds))
         iters = [v["breakpoints"]["iterations"] for row in per_lambda.values()
                  for v in row.get("search_recomputed", {}).values()]
         liters = [v["log"]["iterations"] for row in per_lambda.values() for v in row.get("search_recomputed", {}).values()]
@@ -187,8 +192,10 @@ def collect(a) -> None:
                 "the 24-image numbers above use the forward-pass likelihood estimate, whose x_hat rounds y "
                 "without the predicted means (CompressAI's forward semantics) and so differs from the decoder's"}
                if bd8 else {}),
-            **{f"bd_vs_{name}": _bd_table(cx, variants, unif, len(lams), kinds) for name, cx in curves_x.items()},
-            **({"extra_eval_sets": dict(extra_evals(a))} if curves_x else {}),
+            **{f"bd_vs_{name}": _bd_table(cx, run, unif, len(lams), kinds) for name, cx in curves_x.items()
+               if any(cx.values())},
+            **({"extra_eval_sets": {n: f for n, f in extra_evals(a) if any(curves_x[n].values())}}
+               if any(any(cx.values()) for cx in curves_x.values()) else {}),
             "search_iterations": {"adaptive": iters, "adaptive_log": liters, "grid": giters,
                                   "adaptive_mean": round(sum(iters) / len(iters), 2) if iters else None,
                                   "adaptive_log_mean": round(sum(liters) / len(liters), 2) if liters else None,
