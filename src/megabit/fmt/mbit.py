@@ -283,6 +283,17 @@ def _decode_weights(coder: int, levels: int, n: int, table: bytes, payload: byte
     return cr[idx].astype(np.int8 if int(np.abs(cr).max()) <= 127 else np.int16)
 
 
+def check_tensor_sections(secs: list[Section], order: list[tuple[str, bool]], state_dict: dict) -> None:
+    """Kinds "resnet" and "lic": the sections after the config must be one qtensor / float section per
+    stored tensor of ``order`` ((state_dict key, quantized?), in file order), float ones of the right size."""
+    want = [(S.SECTION_QTENSOR if q else S.SECTION_FLOAT, i) for i, (_, q) in enumerate(order)]
+    if [(s.tag, s.index) for s in secs[1:]] != want:
+        raise MbitError("sections do not match the model config")
+    for sec, (key, q) in zip(secs[1:], order):
+        if not q and (sec.coder != S.CODER_NONE or len(sec.payload) != 4 * state_dict[key].numel()):
+            raise MbitError(f"float section {sec.index} ({key}) has the wrong size")
+
+
 def read_qtensor(sec: Section, levels: int, n: int, n_steps: int, what: str = "config"):
     """Parse a qtensor section (kinds "resnet", "lic") expected to hold ``n`` weights of ``levels``
     levels and ``n_steps`` steps: (flat codes, float32 steps, table bytes, offset of the table)."""

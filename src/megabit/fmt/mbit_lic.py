@@ -42,7 +42,7 @@ from torch.nn.utils import parametrize
 from ..export.bitpack import _codes_to_index
 from ..utils import atomic_write_bytes
 from . import spec as S
-from .mbit import MbitError, Section, _code_weights, _container, read_container, read_qtensor
+from .mbit import MbitError, Section, _code_weights, _container, check_tensor_sections, read_container, read_qtensor
 
 __all__ = ["encode_lic_mbit", "write_lic_mbit", "read_lic_mbit", "inspect_lic_mbit", "stored_tensors", "is_mbit"]
 
@@ -148,14 +148,7 @@ def _parse(src):
         apply_bits(model, plan.bits, leak=0.0, learn_scale=False)
     except Exception as e:  # noqa: BLE001 - any malformed config/plan is a format error
         raise MbitError(f"bad config section ({type(e).__name__}: {str(e)[:80]})") from None
-    order = stored_tensors(model)
-    want = [(S.SECTION_QTENSOR if q else S.SECTION_FLOAT, i) for i, (_, q) in enumerate(order)]
-    if [(s.tag, s.index) for s in secs[1:]] != want:
-        raise MbitError("sections do not match the model config")
-    sd = model.state_dict()
-    for sec, (key, q) in zip(secs[1:], order):
-        if not q and (sec.coder != S.CODER_NONE or len(sec.payload) != 4 * sd[key].numel()):
-            raise MbitError(f"float section {sec.index} ({key}) has the wrong size")
+    check_tensor_sections(secs, stored_tensors(model), model.state_dict())
     return secs, model, plan, obj, size
 
 

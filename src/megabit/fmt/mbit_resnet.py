@@ -29,7 +29,7 @@ from ..export.bitpack import _codes_to_index
 from ..models.resnet import ResNet, ResNetConfig, quantized_layers
 from ..utils import atomic_write_bytes
 from . import spec as S
-from .mbit import MbitError, Section, _code_weights, _container, read_container, read_qtensor
+from .mbit import MbitError, Section, _code_weights, _container, check_tensor_sections, read_container, read_qtensor
 
 __all__ = ["encode_resnet_mbit", "write_resnet_mbit", "read_resnet_mbit", "inspect_resnet_mbit", "stored_tensors"]
 
@@ -93,14 +93,7 @@ def _parse(src) -> tuple[list[Section], ResNet, dict, int]:
         model = ResNet(cfg)
     except Exception as e:  # noqa: BLE001 - any malformed config is a format error
         raise MbitError(f"bad config section ({type(e).__name__}: {str(e)[:80]})") from None
-    order = stored_tensors(model)
-    want = [(S.SECTION_QTENSOR if q else S.SECTION_FLOAT, i) for i, (_, q) in enumerate(order)]
-    if [(s.tag, s.index) for s in secs[1:]] != want:
-        raise MbitError("sections do not match the model config")
-    sd = model.state_dict()
-    for sec, (key, quantized) in zip(secs[1:], order):
-        if not quantized and (sec.coder != S.CODER_NONE or len(sec.payload) != 4 * sd[key].numel()):
-            raise MbitError(f"float section {sec.index} ({key}) has the wrong size")
+    check_tensor_sections(secs, stored_tensors(model), model.state_dict())
     return secs, model, obj.get("meta", {}), size
 
 
