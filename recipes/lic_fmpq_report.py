@@ -168,7 +168,7 @@ def collect(a) -> None:
         curves8 = {v: c for v, c in curves8.items() if c}
         curves_x = {name: {v: c for v, c in cx.items() if v in run} for name, cx in curves_x.items()}
         bd, bd8 = (_bd_table(curves, run, unif, len(lams), kinds),
-                   _bd_table({v: c for v, c in curves8.items()}, [v for v in run if v in curves8], unif, len(lams), kinds))
+                   _bd_table(curves8, [v for v in run if v in curves8], unif, len(lams), kinds))
         iters = [v["breakpoints"]["iterations"] for row in per_lambda.values()
                  for v in row.get("search_recomputed", {}).values()]
         liters = [v["log"]["iterations"] for row in per_lambda.values() for v in row.get("search_recomputed", {}).values()]

@@ -32,6 +32,7 @@ def format_table(t: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     from megabit.export import budget_table
+    from megabit.fmt.mbit import is_mbit
     from megabit.models.nqe import PRESETS
 
     if a.model in PRESETS and not Path(a.model).exists():
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     elif a.coder:
         raise ValueError("--coder estimates the packed size of a preset; for a trained model run `megabit pack` "
                          "and `megabit inspect`")
-    elif Path(a.model).is_file() and open(a.model, "rb").read(4) == b"MBIT":
+    elif is_mbit(a.model):
         from megabit.fmt.mbit import inspect_mbit, read_container, read_mbit
 
         kind = read_container(a.model)[2]["kind"]

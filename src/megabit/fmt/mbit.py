@@ -40,7 +40,7 @@ from ..quant.weight import bits_per_code, code_range
 from ..utils import atomic_write_bytes
 from . import spec as S
 
-__all__ = ["MbitError", "MbitFile", "Section", "encode_mbit", "write_mbit", "read_mbit", "read_container", "inspect_mbit",
+__all__ = ["MbitError", "MbitFile", "Section", "is_mbit", "encode_mbit", "write_mbit", "read_mbit", "read_container", "inspect_mbit",
            "mbit_to_model", "iter_decoded_layers"]
 
 
@@ -69,6 +69,15 @@ class MbitFile:
     meta: dict = field(default_factory=dict)
     size: int = 0
     codec_config: object | None = None  # PatchCodecConfig for kind "patch-encoder"
+
+
+def is_mbit(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a file that starts with the .mbit magic (sniffing before choosing a loader)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == S.MBIT_MAGIC
+    except OSError:
+        return False
 
 
 # --- encoding ----------------------------------------------------------------------------

@@ -37,27 +37,17 @@ import os
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.utils import parametrize
 
 from ..export.bitpack import _codes_to_index
 from ..utils import atomic_write_bytes
 from . import spec as S
 from .mbit import MbitError, Section, _code_weights, _container, check_tensor_sections, read_container, read_qtensor
 
-__all__ = ["encode_lic_mbit", "write_lic_mbit", "read_lic_mbit", "inspect_lic_mbit", "stored_tensors", "is_mbit"]
+__all__ = ["encode_lic_mbit", "write_lic_mbit", "read_lic_mbit", "inspect_lic_mbit", "stored_tensors"]
 
 _ORIG = ".parametrizations.weight.original"
 _SCALE = ".parametrizations.weight.0.scale"
 _MAX_CHANNELS = 4096  # a config asking for wider layers is treated as corrupt
-
-
-def is_mbit(path: str | os.PathLike) -> bool:
-    """True when ``path`` starts with the .mbit magic (cheap sniffing before choosing a loader)."""
-    try:
-        with open(path, "rb") as f:
-            return f.read(4) == S.MBIT_MAGIC
-    except OSError:
-        return False
 
 
 def _table_log(coder: str, levels: int) -> int:

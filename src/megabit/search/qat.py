@@ -154,7 +154,8 @@ def save_quantized(path: str | os.PathLike, model: nn.Module, plan: QuantPlan, c
 def load_quantized(path: str | os.PathLike) -> tuple[nn.Module, QuantPlan, dict[str, Any]]:
     """Rebuild a codec saved by :func:`save_quantized` or packed by ``megabit fmpq pack`` (a ``.mbit``
     file: :func:`megabit.fmt.mbit_lic.read_lic_mbit`), in eval mode with its CDF tables built."""
-    from megabit.fmt.mbit_lic import is_mbit, read_lic_mbit
+    from megabit.fmt.mbit import is_mbit
+    from megabit.fmt.mbit_lic import read_lic_mbit
     from megabit.models.lic import LICConfig, build_codec
 
     if is_mbit(path):
