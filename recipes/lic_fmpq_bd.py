@@ -94,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also QAT uniform 8-bit with seeds 1..N (variants u8s1..): BD-rate u8sK vs u8 is the "
                         "run-to-run noise floor of the equal-QAT comparisons")
     p.add_argument("--tag", default="", help="suffix of the result files: results/fmpq_<arch>[_<tag>].json")
+    p.add_argument("--granularity", choices=["channel", "tensor"], default="channel",
+                   help="weight scales of every quantized variant: per output channel (default) or one per layer")
     p.add_argument("--n-calib", type=int, default=8)
     p.add_argument("--calib-crop", type=int, default=128)
     p.add_argument("--qat-steps", type=int, default=80)
@@ -135,7 +137,7 @@ def stages_for(a) -> list[Stage]:
             sens = ld / "sens.json"
             later.append(Stage(f"{arch}/l{lm}/sens", [tr], lambda ck=ck, sens=sens: fmpq.main(
                 ["sensitivity", "--checkpoint", str(ck), "--data", a.train_data, "--n-images", str(a.n_calib),
-                 "--crop", str(a.calib_crop), "--bits", a.bits, "--out", str(sens)])))
+                 "--crop", str(a.calib_crop), "--bits", a.bits, "--granularity", a.granularity, "--out", str(sens)])))
             later.append(Stage(f"{arch}/l{lm}/plans", [f"{arch}/l{lm}/sens"],
                                lambda ld=ld, sens=sens: make_plans(sens, ld, unif, kinds)))
             ev = ["--data", a.eval_data, "--rate", rate] + (["--limit", str(a.eval_limit)] if a.eval_limit else [])
@@ -194,7 +196,8 @@ def _make_plans(sens_path: Path, ld: Path, unif: list[int], kind: str, criterion
 
     table = SensitivityTable.load(sens_path).rescored(criterion)
     for b in unif:
-        up = QuantPlan(list(table.layers), uniform_bits(table, b), meta={"method": "uniform", "bits": b})
+        up = QuantPlan(list(table.layers), uniform_bits(table, b), meta={"method": "uniform", "bits": b},
+                       granularity=table.granularity)
         if write_uniform:
             up.save(ld / f"plan_u{b}.json")
         target = up.size_bits
@@ -207,7 +210,7 @@ def _make_plans(sens_path: Path, ld: Path, unif: list[int], kind: str, criterion
         # a target inside a jump of S(beta) leaves budget unused: fill it greedily, never above uniform [I]
         filled, steps = fill_budget(table, res.bits, target)
         plan.meta.update({"search_size_bits": res.size_bits, "fill_steps": steps})
-        plan = QuantPlan(plan.layers, filled, plan.scale_bits, plan.meta)
+        plan = QuantPlan(plan.layers, filled, plan.scale_bits, plan.meta, plan.granularity)
         plan.save(ld / f"plan_{kind}{b}.json")
 
 

@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--crop", type=int, default=256, help="centre crop side (multiple of 64)")
     s.add_argument("--lmbda", type=float, default=None, help="RD trade-off (default: the checkpoint's)")
     s.add_argument("--bits", default="2-8")
+    s.add_argument("--granularity", choices=["channel", "tensor"], default="channel",
+                   help="weight scales per output channel (default) or one per layer; plans found on this table, "
+                        "their QAT and packed files keep it")
     s.add_argument("--out", required=True)
 
     r = sub.add_parser("search", help="bit-width per layer for a target model size")
@@ -121,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--M", type=int, default=None)
     e.add_argument("--uniform-bits", type=int, default=None, help="with --checkpoint: PTQ all layers to b bits")
     e.add_argument("--plan", default=None, help="with --checkpoint: PTQ with this plan (no fine-tuning)")
+    e.add_argument("--granularity", choices=["channel", "tensor"], default="channel",
+                   help="with --uniform-bits: scales per output channel or one per layer (a --plan keeps its own)")
     e.add_argument("--data", required=True)
     e.add_argument("--limit", type=int, default=None)
     e.add_argument("--rate", choices=["bitstream", "likelihood"], default="bitstream",
@@ -161,7 +166,8 @@ def _sensitivity(a: argparse.Namespace) -> int:
         raise ValueError("--crop must be a multiple of 64")
     x = center_crops(load_images(a.data, limit=a.n_images, min_side=a.crop), a.crop)
     table = layer_sensitivity(model, x, lm, parse_bits(a.bits),
-                              progress=lambda i, n, name: print(f"  [{i}/{n}] {name}", file=sys.stderr))
+                              progress=lambda i, n, name: print(f"  [{i}/{n}] {name}", file=sys.stderr),
+                              granularity=a.granularity)
     table.meta.update({"checkpoint": str(a.checkpoint), "data": str(a.data), "config": meta.get("config")})
     table.save(a.out)
     print(f"sensitivity of {len(table.layers)} layers x {len(table.bits)} bit-widths "
@@ -186,7 +192,8 @@ def _search(a: argparse.Namespace) -> int:
     plan.save(a.out)
     status = "within" if res.converged else "NOT within"
     print(f"{res.method}: {res.iterations} iterations, beta={res.beta}, size {res.size_bits} bits "
-          f"({plan.mean_bits:.3f} mean weight bits) {status} {a.tol:.1%} of target {target:.0f} "
+          f"(per-{table.granularity} scales, "
+          f"{plan.mean_bits:.3f} mean weight bits) {status} {a.tol:.1%} of target {target:.0f} "
           f"[all-{table.bits[0]}-bit {lo}, all-{table.bits[-1]}-bit {hi}] -> {a.out}")
     return 0
 
@@ -194,7 +201,7 @@ def _search(a: argparse.Namespace) -> int:
 def _qat(a: argparse.Namespace) -> int:
     import torch
 
-    from megabit.search import QATConfig, QuantPlan, prepare_quantized, qat_finetune, rd_loss_value, save_quantized
+    from megabit.search import QATConfig, QuantPlan, prepare_quantized, qat_finetune, save_quantized
     from megabit.search.data import load_images
 
     torch.set_num_threads(a.threads)
@@ -222,22 +229,24 @@ def _eval(a: argparse.Namespace) -> int:
 
     if a.quantized:
         model, plan, _ = load_quantized(a.quantized)
-        label = {"quantized": str(a.quantized), "size_bits": plan.size_bits, "mean_weight_bits": plan.mean_bits}
+        label = {"quantized": str(a.quantized), "size_bits": plan.size_bits, "mean_weight_bits": plan.mean_bits,
+                 "granularity": plan.granularity}
     else:
         model, _ = _load_model(a)
         if a.uniform_bits is not None and a.plan is not None:
             raise ValueError("give --uniform-bits or --plan, not both")
         label = {"checkpoint": str(a.checkpoint)}
-        bits = None
+        bits, gran = None, a.granularity
         if a.uniform_bits is not None:
             bits = {li.name: a.uniform_bits for li in layer_infos(model)}
         elif a.plan is not None:
-            bits = QuantPlan.load(a.plan).bits
+            given = QuantPlan.load(a.plan)
+            bits, gran = given.bits, given.granularity
         if bits is not None:
-            apply_bits(model, bits, learn_scale=False)
-            plan = QuantPlan(layer_infos(model), bits)
+            apply_bits(model, bits, learn_scale=False, granularity=gran)
+            plan = QuantPlan(layer_infos(model), bits, granularity=gran)
             label.update({"ptq_bits": a.uniform_bits or "plan", "size_bits": plan.size_bits,
-                          "mean_weight_bits": plan.mean_bits})
+                          "mean_weight_bits": plan.mean_bits, "granularity": gran})
             model.update(force=True)
     images = load_images(a.data, limit=a.limit)
     evaluate = evaluate_bitstream if a.rate == "bitstream" else evaluate_likelihood

@@ -8,7 +8,7 @@ section per stored tensor, in the fixed order of :func:`stored_tensors` (the qua
 ``state_dict`` order; ``index`` = position in that list):
 
     QTENSOR (tag 5)  a quantized layer's weight (plan bit-width b, 2^b - 1 levels): levels u16 |
-                     n_steps u16 (= output channels) | n_weights u32 | table_bytes u32 |
+                     n_steps u16 (= output channels; 1 per layer for a plan with granularity "tensor") | n_weights u32 | table_bytes u32 |
                      n_steps float32 per-channel scales | frequency table | weight payload
                      (level indices 0..levels-1 in the weight's own layout, row-major; raw b-bit
                      packing or rANS / tANS)
@@ -135,7 +135,7 @@ def _parse(src):
         model = build_codec(cfg)
         if [li.to_dict() for li in layer_infos(model)] != [li.to_dict() for li in plan.layers]:
             raise ValueError("the plan's layers are not this codec's")
-        apply_bits(model, plan.bits, leak=0.0, learn_scale=False)
+        apply_bits(model, plan.bits, leak=0.0, learn_scale=False, granularity=plan.granularity)
     except Exception as e:  # noqa: BLE001 - any malformed config/plan is a format error
         raise MbitError(f"bad config section ({type(e).__name__}: {str(e)[:80]})") from None
     check_tensor_sections(secs, stored_tensors(model), model.state_dict())
@@ -146,7 +146,7 @@ def _qtensor(sec: Section, layer: nn.Module):
     """(codes, per-channel scales, table bytes, table offset) of one layer, checked against the plan."""
     fq = layer.parametrizations.weight[0]
     shape = tuple(layer.parametrizations.weight.original.shape)
-    codes, steps, tb, b = read_qtensor(sec, 2**fq.bits - 1, int(np.prod(shape)), shape[fq.out_dim], "plan")
+    codes, steps, tb, b = read_qtensor(sec, 2**fq.bits - 1, int(np.prod(shape)), fq.scale.numel(), "plan")
     return codes.reshape(shape), steps, tb, b
 
 

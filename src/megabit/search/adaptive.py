@@ -41,7 +41,7 @@ import numpy as np
 
 from .allocate import allocate, uniform_bits
 from .plan import QuantPlan
-from .quantize import plan_size_bits
+from .quantize import n_scales, plan_size_bits
 from .sensitivity import SensitivityTable
 
 __all__ = ["SearchResult", "size_bounds", "adaptive_search", "grid_search", "exhaustive_search", "fill_budget"]
@@ -63,7 +63,7 @@ class SearchResult:
         m = {"method": self.method, "target_bits": self.target_bits, "beta": self.beta, "iterations": self.iterations,
              "converged": self.converged, "search_seconds": round(self.seconds, 6),
              "predicted_zeta_sum": predicted_cost(table, self.bits), "lmbda": table.lmbda, **meta}
-        return QuantPlan(list(table.layers), dict(self.bits), scale_bits, m)
+        return QuantPlan(list(table.layers), dict(self.bits), scale_bits, m, table.granularity)
 
 
 def predicted_cost(table: SensitivityTable, bits: dict[str, int]) -> float:
@@ -73,8 +73,8 @@ def predicted_cost(table: SensitivityTable, bits: dict[str, int]) -> float:
 
 def size_bounds(table: SensitivityTable, scale_bits: int = 32) -> tuple[int, int]:
     """(size with every layer at the lowest candidate, size with every layer at the highest)."""
-    return (plan_size_bits(table.layers, uniform_bits(table, table.bits[0]), scale_bits),
-            plan_size_bits(table.layers, uniform_bits(table, table.bits[-1]), scale_bits))
+    return (plan_size_bits(table.layers, uniform_bits(table, table.bits[0]), scale_bits, table.granularity),
+            plan_size_bits(table.layers, uniform_bits(table, table.bits[-1]), scale_bits, table.granularity))
 
 
 def _check_target(table: SensitivityTable, target_bits: float, tol: float, scale_bits: int) -> None:
@@ -115,7 +115,7 @@ def adaptive_search(table: SensitivityTable, target_bits: float, tol: float = 0.
     converged = False
     for it in range(1, max_iter + 1):
         bits = allocate(table, beta, mode)
-        s = plan_size_bits(table.layers, bits, scale_bits)
+        s = plan_size_bits(table.layers, bits, scale_bits, table.granularity)
         trace.append({"iter": it, "beta": beta, "size_bits": s})
         key = (0 if s <= T * (1 + tol) else 1, abs(s - T))
         if best is None or key < best[:2]:
@@ -159,7 +159,7 @@ def fill_budget(table: SensitivityTable, bits: dict[str, int], max_bits: float,
     Returns ``(bits, steps)``.
     """
     bits = dict(bits)
-    size = plan_size_bits(table.layers, bits, scale_bits)
+    size = plan_size_bits(table.layers, bits, scale_bits, table.granularity)
     pos = {b: k for k, b in enumerate(table.bits)}
     steps = 0
     while True:
@@ -193,7 +193,7 @@ def grid_search(table: SensitivityTable, target_bits: float, tol: float = 0.01, 
     best, best_key, trace = None, None, []
     for i, beta in enumerate(np.geomspace(beta_range[0], beta_range[1], n)):
         bits = allocate(table, float(beta), mode)
-        s = plan_size_bits(table.layers, bits, scale_bits)
+        s = plan_size_bits(table.layers, bits, scale_bits, table.granularity)
         trace.append({"iter": i + 1, "beta": float(beta), "size_bits": s})
         ok = abs(s - T) <= tol * T
         key = (0, predicted_cost(table, bits)) if ok else (1 if s <= T * (1 + tol) else 2, abs(s - T))
@@ -217,7 +217,7 @@ def exhaustive_search(table: SensitivityTable, target_bits: float, tol: float = 
     t0 = time.perf_counter()
     T = float(target_bits)
     w = np.array([li.n_weights for li in table.layers])
-    fixed = sum(li.channels * scale_bits for li in table.layers)
+    fixed = sum(n_scales(li, table.granularity) * scale_bits for li in table.layers)
     best, best_key, count = None, None, 0
     for combo in itertools.product(range(len(table.bits)), repeat=L):
         count += 1

@@ -43,7 +43,7 @@ def allocate(table: SensitivityTable, beta: float, mode: str = "scan") -> dict[s
 
 
 def size_at_beta(table: SensitivityTable, beta: float, mode: str = "scan", scale_bits: int = 32) -> int:
-    return plan_size_bits(table.layers, allocate(table, beta, mode), scale_bits)
+    return plan_size_bits(table.layers, allocate(table, beta, mode), scale_bits, table.granularity)
 
 
 def uniform_bits(table: SensitivityTable, b: int) -> dict[str, int]:

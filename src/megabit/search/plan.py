@@ -9,7 +9,7 @@ from typing import Any
 
 from megabit.utils import atomic_write_text
 
-from .quantize import MAX_BITS, MIN_BITS, LayerInfo, plan_size_bits
+from .quantize import MAX_BITS, MIN_BITS, LayerInfo, check_granularity, plan_size_bits
 
 __all__ = ["QuantPlan", "PLAN_FORMAT"]
 
@@ -18,14 +18,17 @@ PLAN_FORMAT = "megabit-fmpq-plan"
 
 @dataclass
 class QuantPlan:
-    """``bits[name]`` for every layer in ``layers``; ``meta`` records the search (beta, iterations, ...)."""
+    """``bits[name]`` for every layer in ``layers``; ``meta`` records the search (beta, iterations, ...);
+    ``granularity``: one scale per output channel (``"channel"``) or per layer (``"tensor"``)."""
 
     layers: list[LayerInfo]
     bits: dict[str, int]
     scale_bits: int = 32
     meta: dict[str, Any] = field(default_factory=dict)
+    granularity: str = "channel"
 
     def __post_init__(self) -> None:
+        check_granularity(self.granularity)
         names = [li.name for li in self.layers]
         if set(names) != set(self.bits):
             raise ValueError("plan bits and layers name different layers")
@@ -35,7 +38,7 @@ class QuantPlan:
 
     @property
     def size_bits(self) -> int:
-        return plan_size_bits(self.layers, self.bits, self.scale_bits)
+        return plan_size_bits(self.layers, self.bits, self.scale_bits, self.granularity)
 
     @property
     def mean_bits(self) -> float:
@@ -43,7 +46,8 @@ class QuantPlan:
         return sum(li.n_weights * self.bits[li.name] for li in self.layers) / n
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": PLAN_FORMAT, "version": 1, "scale_bits": self.scale_bits, "size_bits": self.size_bits,
+        return {"format": PLAN_FORMAT, "version": 1, "scale_bits": self.scale_bits,
+                "granularity": self.granularity, "size_bits": self.size_bits,
                 "mean_weight_bits": round(self.mean_bits, 4), "layers": [li.to_dict() for li in self.layers],
                 "bits": {li.name: self.bits[li.name] for li in self.layers}, "meta": self.meta}
 
@@ -55,7 +59,7 @@ class QuantPlan:
             raise ValueError(f"unsupported plan version {d.get('version')!r}")
         try:
             plan = cls([LayerInfo.from_dict(x) for x in d["layers"]], {str(k): v for k, v in d["bits"].items()},
-                       int(d.get("scale_bits", 32)), dict(d.get("meta", {})))
+                       int(d.get("scale_bits", 32)), dict(d.get("meta", {})), str(d.get("granularity", "channel")))
         except (KeyError, TypeError, AttributeError) as e:
             raise ValueError(f"corrupted plan file: missing or malformed field {e}") from None
         if "size_bits" in d and d["size_bits"] != plan.size_bits:

@@ -66,7 +66,7 @@ def prepare_quantized(model: nn.Module, plan: QuantPlan, leak: float = 0.01, lea
             raise ValueError(f"plan layer {li.name} not in the model")
         if have[li.name].n_weights != li.n_weights:
             raise ValueError(f"plan layer {li.name} has {li.n_weights} weights, the model's has {have[li.name].n_weights}")
-    return apply_bits(model, plan.bits, leak=leak, learn_scale=learn_scale)
+    return apply_bits(model, plan.bits, leak=leak, learn_scale=learn_scale, granularity=plan.granularity)
 
 
 def qat_finetune(model: nn.Module, images: list[Tensor], cfg: QATConfig,
@@ -171,7 +171,7 @@ def load_quantized(path: str | os.PathLike) -> tuple[nn.Module, QuantPlan, dict[
         raise ValueError(f"{path}: not a megabit FMPQ quantized codec")
     plan = QuantPlan.from_dict(obj["plan"])
     model = build_codec(LICConfig.from_dict(obj["config"]))
-    apply_bits(model, plan.bits, leak=0.0, learn_scale=False)
+    apply_bits(model, plan.bits, leak=0.0, learn_scale=False, granularity=plan.granularity)
     try:
         model.load_state_dict(obj["state_dict"])
     except RuntimeError as e:

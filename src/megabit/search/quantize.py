@@ -6,7 +6,8 @@ GDN ``beta``/``gamma``, the entropy bottleneck's density -- stays float ([I] FMP
 weights; the paper does not say what happens to these small tensors, so we keep them float and count
 them separately as ``float_bits``).
 
-Quantizer of one layer at ``b`` bits (symmetric, zero-point, per output channel ``c``)::
+Quantizer of one layer at ``b`` bits (symmetric, zero-point, per output channel ``c``, or one scale
+for the whole layer with ``granularity="tensor"``)::
 
     m = 2^(b-1) - 1                       (b = 2: ternary {-1, 0, 1}; b = 8: [-127, 127])
     s_c = max|W_c| / m                    (absmax init, ``megabit.quant`` rule "absmax")
@@ -16,8 +17,9 @@ In QAT (:class:`FakeQuant` with ``learn_scale=True``) ``s_c`` is a trained param
 :func:`megabit.quant.clamp_leaky` (gradient ``leak`` outside [-m, m]); rounding is the identity STE.
 For ``ConvTranspose2d`` (weight [in, out, k, k]) the output channel is dim 1.
 
-Exact stored size of a plan: ``sum_n (n_weights_n * b_n + channels_n * scale_bits)`` with 32-bit
-scales ([I] float32 per-channel scales; see :func:`plan_size_bits`).
+Exact stored size of a plan: ``sum_n (n_weights_n * b_n + scales_n * scale_bits)`` with 32-bit
+scales ([I] float32; ``scales_n`` = output channels, or 1 per layer with ``granularity="tensor"``,
+the hardware-friendly single-scale layout; see :func:`plan_size_bits`).
 
 >>> import torch
 >>> fq = FakeQuant(torch.randn(4, 3, 3, 3), bits=2)
@@ -39,10 +41,18 @@ from torch.nn.utils import parametrize
 from megabit.quant import QuantSpec, WeightQuantizer, clamp_leaky, round_ste
 
 __all__ = ["LayerInfo", "FakeQuant", "quantizable_layers", "layer_infos", "fake_quantize", "temporarily_quantized",
-           "apply_bits", "bake", "plan_size_bits", "float_param_bits", "export_codes", "MIN_BITS", "MAX_BITS"]
+           "apply_bits", "bake", "plan_size_bits", "float_param_bits", "export_codes", "n_scales", "check_granularity",
+           "GRANULARITIES", "MIN_BITS", "MAX_BITS"]
 
 MIN_BITS, MAX_BITS = 2, 16
 _QUANT_TYPES = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
+GRANULARITIES = ("channel", "tensor")  # one scale per output channel (default) / one per layer
+
+
+def check_granularity(granularity: str) -> str:
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"granularity must be one of {', '.join(GRANULARITIES)}, got {granularity!r}")
+    return granularity
 
 
 @dataclass(frozen=True)
@@ -83,23 +93,30 @@ def layer_infos(model: nn.Module) -> list[LayerInfo]:
     return infos
 
 
+def n_scales(li: LayerInfo, granularity: str = "channel") -> int:
+    """Number of stored scales of one layer."""
+    return li.channels if check_granularity(granularity) == "channel" else 1
+
+
 def _check_bits(bits: int) -> int:
     if not isinstance(bits, (int,)) or isinstance(bits, bool) or not MIN_BITS <= bits <= MAX_BITS:
         raise ValueError(f"bit-width must be an integer in [{MIN_BITS}, {MAX_BITS}], got {bits!r}")
     return int(bits)
 
 
-def _absmax_step(w: Tensor, bits: int) -> Tensor:
-    """Per-output-channel absmax step (w already has the output channel on dim 0)."""
-    q = WeightQuantizer(QuantSpec(levels=2**bits - 1, step_rule="absmax", per_channel=True), channels=w.shape[0])
-    return q.target_step(w.detach())
+def _absmax_step(w: Tensor, bits: int, per_channel: bool = True) -> Tensor:
+    """Absmax step per output channel (w has the output channel on dim 0), or one for the tensor (shape [1])."""
+    q = WeightQuantizer(QuantSpec(levels=2**bits - 1, step_rule="absmax", per_channel=per_channel),
+                        channels=w.shape[0] if per_channel else 1)
+    return q.target_step(w.detach()).reshape(-1)
 
 
-def fake_quantize(w: Tensor, bits: int, out_dim: int = 0, step: Tensor | None = None, leak: float = 0.0) -> Tensor:
-    """``clamp(round(w / s), -m, m) * s`` per output channel (absmax ``s`` unless given)."""
+def fake_quantize(w: Tensor, bits: int, out_dim: int = 0, step: Tensor | None = None, leak: float = 0.0,
+                  per_channel: bool = True) -> Tensor:
+    """``clamp(round(w / s), -m, m) * s`` per output channel or per tensor (absmax ``s`` unless given)."""
     bits = _check_bits(bits)
     wt = w.transpose(0, out_dim) if out_dim else w
-    s = _absmax_step(wt, bits) if step is None else step
+    s = _absmax_step(wt, bits, per_channel) if step is None else step
     s = s.reshape(-1, *([1] * (wt.dim() - 1))).to(wt.dtype)
     m = 2 ** (bits - 1) - 1
     q = clamp_leaky(round_ste(wt / s), -m, m, leak) * s
@@ -109,13 +126,15 @@ def fake_quantize(w: Tensor, bits: int, out_dim: int = 0, step: Tensor | None = 
 class FakeQuant(nn.Module):
     """Parametrization ``W -> W_hat`` for ``torch.nn.utils.parametrize`` (QAT and frozen inference)."""
 
-    def __init__(self, weight: Tensor, bits: int, out_dim: int = 0, leak: float = 0.0, learn_scale: bool = True):
+    def __init__(self, weight: Tensor, bits: int, out_dim: int = 0, leak: float = 0.0, learn_scale: bool = True,
+                 per_channel: bool = True):
         super().__init__()
         self.bits = _check_bits(bits)
         self.out_dim = int(out_dim)
         self.leak = float(leak)
+        self.per_channel = bool(per_channel)
         wt = weight.detach().transpose(0, self.out_dim) if self.out_dim else weight.detach()
-        s = _absmax_step(wt, self.bits)
+        s = _absmax_step(wt, self.bits, self.per_channel)
         self.scale = nn.Parameter(s.clone(), requires_grad=learn_scale)
 
     def codes(self, w: Tensor) -> Tensor:
@@ -133,24 +152,27 @@ class FakeQuant(nn.Module):
         return q.transpose(0, self.out_dim) if self.out_dim else q
 
     def extra_repr(self) -> str:
-        return f"bits={self.bits}, out_dim={self.out_dim}, leak={self.leak}"
+        return f"bits={self.bits}, out_dim={self.out_dim}, leak={self.leak}, per_channel={self.per_channel}"
 
 
 @contextmanager
-def temporarily_quantized(module: nn.Module, bits: int) -> Iterator[None]:
+def temporarily_quantized(module: nn.Module, bits: int, granularity: str = "channel") -> Iterator[None]:
     """Within the block the layer's weight is its absmax b-bit version (restored exactly afterwards)."""
+    per_channel = check_granularity(granularity) == "channel"
     w = module.weight
     saved = w.data.clone()
     try:
         with torch.no_grad():
-            w.data.copy_(fake_quantize(saved, bits, _out_dim(module)))
+            w.data.copy_(fake_quantize(saved, bits, _out_dim(module), per_channel=per_channel))
         yield
     finally:
         w.data.copy_(saved)
 
 
-def apply_bits(model: nn.Module, bits: dict[str, int], leak: float = 0.0, learn_scale: bool = True) -> nn.Module:
+def apply_bits(model: nn.Module, bits: dict[str, int], leak: float = 0.0, learn_scale: bool = True,
+               granularity: str = "channel") -> nn.Module:
     """Register a :class:`FakeQuant` parametrization on every layer named in ``bits`` (in place)."""
+    per_channel = check_granularity(granularity) == "channel"
     layers = dict(quantizable_layers(model))
     unknown = sorted(set(bits) - set(layers))
     if unknown:
@@ -159,7 +181,8 @@ def apply_bits(model: nn.Module, bits: dict[str, int], leak: float = 0.0, learn_
         m = layers[name]
         if parametrize.is_parametrized(m, "weight"):
             raise ValueError(f"layer {name} is already quantized")
-        parametrize.register_parametrization(m, "weight", FakeQuant(m.weight, b, _out_dim(m), leak, learn_scale))
+        parametrize.register_parametrization(m, "weight", FakeQuant(m.weight, b, _out_dim(m), leak, learn_scale,
+                                                                  per_channel))
     return model
 
 
@@ -184,13 +207,14 @@ def export_codes(model: nn.Module) -> dict[str, dict[str, Tensor | int]]:
     return out
 
 
-def plan_size_bits(layers: list[LayerInfo], bits: dict[str, int], scale_bits: int = 32) -> int:
-    """Exact stored bits of the quantized layers: weights at their bit-width plus per-channel scales."""
+def plan_size_bits(layers: list[LayerInfo], bits: dict[str, int], scale_bits: int = 32,
+                   granularity: str = "channel") -> int:
+    """Exact stored bits of the quantized layers: weights at their bit-width plus their scales."""
     total = 0
     for li in layers:
         if li.name not in bits:
             raise ValueError(f"no bit-width for layer {li.name}")
-        total += li.n_weights * int(bits[li.name]) + li.channels * scale_bits
+        total += li.n_weights * int(bits[li.name]) + n_scales(li, granularity) * scale_bits
     return total
 
 

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from megabit.utils import atomic_write_text
 
-from .quantize import LayerInfo, layer_infos, quantizable_layers, temporarily_quantized
+from .quantize import LayerInfo, check_granularity, layer_infos, quantizable_layers, temporarily_quantized
 from .rd import check_codec_contract, rd_loss_value
 
 __all__ = ["SensitivityTable", "layer_sensitivity", "SENSITIVITY_FORMAT", "CRITERIA"]
@@ -59,6 +59,11 @@ class SensitivityTable:
             raise ValueError("bits must be a non-empty ascending list without repeats")
         if not np.all(np.isfinite(self.zeta)):
             raise ValueError("zeta contains non-finite values")
+
+    @property
+    def granularity(self) -> str:
+        """Scale granularity the table was measured with (``"channel"`` for tables of older versions)."""
+        return str(self.meta.get("granularity", "channel"))
 
     def zeta_of(self, name: str, b: int) -> float:
         return float(self.zeta[[li.name for li in self.layers].index(name), self.bits.index(b)])
@@ -117,9 +122,12 @@ class SensitivityTable:
 
 def layer_sensitivity(model: nn.Module, x: Tensor, lmbda: float, bits: Sequence[int] = range(2, 9),
                       layers: Sequence[str] | None = None,
-                      progress: Callable[[int, int, str], None] | None = None) -> SensitivityTable:
-    """Compute the zeta table of ``model`` on the calibration batch ``x`` ([B, 3, H, W] in [0, 1])."""
+                      progress: Callable[[int, int, str], None] | None = None,
+                      granularity: str = "channel") -> SensitivityTable:
+    """Compute the zeta table of ``model`` on the calibration batch ``x`` ([B, 3, H, W] in [0, 1]),
+    each layer quantized with one scale per output channel or (``granularity="tensor"``) per layer."""
     check_codec_contract(model)
+    check_granularity(granularity)
     t0 = time.perf_counter()
     rd_fp = rd_loss_value(model, x, lmbda)
     if not rd_fp["loss"] > 0 or not math.isfinite(rd_fp["loss"]):
@@ -133,7 +141,7 @@ def layer_sensitivity(model: nn.Module, x: Tensor, lmbda: float, bits: Sequence[
     rds, bpps, mses = np.zeros_like(zeta), np.zeros_like(zeta), np.zeros_like(zeta)
     for n, li in enumerate(infos):
         for k, b in enumerate(bits):
-            with temporarily_quantized(all_layers[li.name], b):
+            with temporarily_quantized(all_layers[li.name], b, granularity):
                 terms = rd_loss_value(model, x, lmbda)
             rd = terms["loss"]
             rds[n, k], bpps[n, k], mses[n, k] = rd, terms["bpp"], terms["mse"]
@@ -141,6 +149,6 @@ def layer_sensitivity(model: nn.Module, x: Tensor, lmbda: float, bits: Sequence[
         if progress is not None:
             progress(n + 1, len(infos), li.name)
     meta = {"calibration_shape": list(x.shape), "rd_float_terms": rd_fp, "rd": rds.tolist(),
-            "bpp": bpps.tolist(), "mse": mses.tolist(), "criterion": "rd",
+            "bpp": bpps.tolist(), "mse": mses.tolist(), "criterion": "rd", "granularity": granularity,
             "seconds": round(time.perf_counter() - t0, 2), "forward_passes": 1 + len(infos) * len(bits)}
     return SensitivityTable(infos, bits, zeta, rd_fp["loss"], float(lmbda), meta)
