@@ -96,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tag", default="", help="suffix of the result files: results/fmpq_<arch>[_<tag>].json")
     p.add_argument("--granularity", choices=["channel", "tensor"], default="channel",
                    help="weight scales of every quantized variant: per output channel (default) or one per layer")
+    p.add_argument("--act-bits", type=int, default=None,
+                   help="QAT every quantized variant with its layers' inputs at this many bits too (W?A8 with 8)")
     p.add_argument("--n-calib", type=int, default=8)
     p.add_argument("--calib-crop", type=int, default=128)
     p.add_argument("--qat-steps", type=int, default=80)
@@ -154,7 +156,8 @@ def stages_for(a) -> list[Stage]:
                 later.append(Stage(f"{arch}/l{lm}/qat_{v}", [f"{arch}/l{lm}/plans"], lambda: fmpq.main(
                     ["qat", "--checkpoint", str(ck), "--plan", str(plan), "--data", a.train_data,
                      "--steps", str(a.qat_steps), "--batch", "8", "--crop", "128", "--threads", str(a.threads),
-                     "--seed", str(seed), "--out", str(q)])))
+                     "--seed", str(seed), *(["--act-bits", str(a.act_bits)] if a.act_bits else []),
+                     "--out", str(q)])))
                 later.append(Stage(f"{arch}/l{lm}/eval_{v}", [f"{arch}/l{lm}/qat_{v}"], lambda: fmpq.main(
                     ["eval", "--quantized", str(q), *ev, "--out", str(ld / f"kodak_{v}.json")])))
                 for name, folder in extra_evals(a):

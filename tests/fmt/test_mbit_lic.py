@@ -19,7 +19,7 @@ from tests.conftest import corrupt_bytes
 from tests.search.helpers import write_images
 
 
-def _quantized(arch="scale-hyperprior", bits=(2, 4, 8, 12), seed=0, N=8, M=8, granularity="channel"):
+def _quantized(arch="scale-hyperprior", bits=(2, 4, 8, 12), seed=0, N=8, M=8, granularity="channel", act_bits=None):
     """A small codec quantized with a mixed plan, its scales and latent weights moved off their
     absmax start (as QAT leaves them), CDF tables built."""
     torch.manual_seed(seed)
@@ -28,8 +28,9 @@ def _quantized(arch="scale-hyperprior", bits=(2, 4, 8, 12), seed=0, N=8, M=8, gr
     with torch.no_grad():
         net.g_a[-1].weight.mul_(40.0)  # a latent spread enough that the bitstream is not all zeros
     infos = layer_infos(net)
-    plan = QuantPlan(infos, {li.name: bits[i % len(bits)] for i, li in enumerate(infos)}, granularity=granularity)
-    prepare_quantized(net, plan, leak=0.01)
+    plan = QuantPlan(infos, {li.name: bits[i % len(bits)] for i, li in enumerate(infos)}, granularity=granularity,
+                     act_bits=act_bits)
+    prepare_quantized(net, plan, leak=0.01, calib=torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(seed)))
     with torch.no_grad():
         for name, p in net.named_parameters():
             if name.endswith(".scale"):
@@ -53,12 +54,14 @@ _FILE = encode_lic_mbit(_NET, _PLAN, _CFG.to_dict())
 @settings(max_examples=10, deadline=None)
 @given(arch=st.sampled_from(["scale-hyperprior", "mean-scale-hyperprior", "cheng2020-anchor"]),
        bits=st.lists(st.integers(2, 12), min_size=1, max_size=4), coder=st.sampled_from(["rans", "tans", "raw"]),
-       seed=st.integers(0, 3), granularity=st.sampled_from(["channel", "tensor"]))
-def test_roundtrip_gives_the_same_weights_and_bitstreams(arch, bits, coder, seed, granularity):
-    net, plan, cfg = _quantized(arch, tuple(bits), seed, granularity=granularity)
+       seed=st.integers(0, 3), granularity=st.sampled_from(["channel", "tensor"]),
+       act_bits=st.sampled_from([None, 4, 8]))
+def test_roundtrip_gives_the_same_weights_and_bitstreams(arch, bits, coder, seed, granularity, act_bits):
+    net, plan, cfg = _quantized(arch, tuple(bits), seed, granularity=granularity, act_bits=act_bits)
     data = encode_lic_mbit(net, plan, cfg.to_dict(), coder=coder)
     back, plan2, head = read_lic_mbit(data)
-    assert plan2.bits == plan.bits and plan2.granularity == granularity and head["kind"] == "lic"
+    assert plan2.bits == plan.bits and plan2.granularity == granularity and plan2.act_bits == act_bits
+    assert head["kind"] == "lic"
     w, w2 = _effective_weights(net, plan), _effective_weights(back, plan)
     assert all(torch.equal(w[k], w2[k]) for k in w)
     sd, sd2 = net.state_dict(), back.state_dict()

@@ -4,7 +4,7 @@ import importlib
 
 import pytest
 
-MODULES = ["megabit.search.quantize", "megabit.search.allocate", "megabit.search.adaptive"]
+MODULES = ["megabit.search.quantize", "megabit.search.actquant", "megabit.search.allocate", "megabit.search.adaptive"]
 
 
 @pytest.mark.parametrize("name", MODULES)

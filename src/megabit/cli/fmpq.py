@@ -99,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--lr", type=float, default=1e-5)
     q.add_argument("--scale-lr", type=float, default=1e-4)
     q.add_argument("--leak", type=float, default=0.01)
+    q.add_argument("--act-bits", type=int, default=None,
+                   help="also quantize every quantized layer's input to this many bits (one trained scale per layer, "
+                        "absmax-calibrated on the first --n-calib training images); default: the plan's (weight-only)")
+    q.add_argument("--n-calib", type=int, default=8, help="images (centre crops of --crop) for activation calibration")
+    q.add_argument("--act-lr", type=float, default=1e-3, help="learning rate of the activation log-scales")
     q.add_argument("--amp", choices=["bf16", "none"], default="none")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--threads", type=int, default=1)
@@ -202,23 +207,31 @@ def _qat(a: argparse.Namespace) -> int:
     import torch
 
     from megabit.search import QATConfig, QuantPlan, prepare_quantized, qat_finetune, save_quantized
-    from megabit.search.data import load_images
+    from megabit.search.data import center_crops, load_images
 
     torch.set_num_threads(a.threads)
     plan = QuantPlan.load(a.plan)
     model, meta = _load_model(a)
     lm = _lmbda(a, meta)
     cfg = QATConfig(lmbda=lm, steps=a.steps, batch=a.batch, crop=a.crop, lr=a.lr, scale_lr=a.scale_lr, leak=a.leak,
-                    amp=a.amp, seed=a.seed)
+                    act_lr=a.act_lr, amp=a.amp, seed=a.seed)
     if cfg.steps < 0:
         raise ValueError("--steps must be >= 0")
     images = load_images(a.data, min_side=a.crop)
-    prepare_quantized(model, plan, leak=cfg.leak)
+    calib = None
+    if a.act_bits is not None:
+        if a.n_calib < 1:
+            raise ValueError("--n-calib must be >= 1")
+        plan = QuantPlan(plan.layers, plan.bits, plan.scale_bits, plan.meta, plan.granularity, a.act_bits)
+    if plan.act_bits is not None:
+        calib = center_crops(images[: a.n_calib], a.crop)
+    prepare_quantized(model, plan, leak=cfg.leak, calib=calib)
     hist = qat_finetune(model, images, cfg, log=lambda r: print(json.dumps(r), file=sys.stderr)) if cfg.steps else []
     model.update(force=True)
     save_quantized(a.out, model, plan, meta["config"], qat=cfg.to_dict(), history=hist, lmbda=lm,
                    source_checkpoint=str(a.checkpoint))
-    print(f"QAT {cfg.steps} steps on {len(images)} images; plan size {plan.size_bits} bits -> {a.out}")
+    acts = f", inputs at {plan.act_bits} bits" if plan.act_bits is not None else ""
+    print(f"QAT {cfg.steps} steps on {len(images)} images; plan size {plan.size_bits} bits{acts} -> {a.out}")
     return 0
 
 
@@ -230,7 +243,7 @@ def _eval(a: argparse.Namespace) -> int:
     if a.quantized:
         model, plan, _ = load_quantized(a.quantized)
         label = {"quantized": str(a.quantized), "size_bits": plan.size_bits, "mean_weight_bits": plan.mean_bits,
-                 "granularity": plan.granularity}
+                 "granularity": plan.granularity, "act_bits": plan.act_bits}
     else:
         model, _ = _load_model(a)
         if a.uniform_bits is not None and a.plan is not None:

@@ -122,6 +122,7 @@ def write_lic_mbit(model: nn.Module, plan, codec_config: dict, path: str | os.Pa
 def _parse(src):
     from ..models.lic import LICConfig, build_codec
     from ..search.plan import QuantPlan
+    from ..search.actquant import apply_act_quant
     from ..search.quantize import apply_bits, layer_infos
 
     _, secs, obj, size = read_container(src)
@@ -136,10 +137,22 @@ def _parse(src):
         if [li.to_dict() for li in layer_infos(model)] != [li.to_dict() for li in plan.layers]:
             raise ValueError("the plan's layers are not this codec's")
         apply_bits(model, plan.bits, leak=0.0, learn_scale=False, granularity=plan.granularity)
+        if plan.act_bits is not None:
+            apply_act_quant(model, list(plan.bits), plan.act_bits)
     except Exception as e:  # noqa: BLE001 - any malformed config/plan is a format error
         raise MbitError(f"bad config section ({type(e).__name__}: {str(e)[:80]})") from None
     check_tensor_sections(secs, stored_tensors(model), model.state_dict())
     return secs, model, plan, obj, size
+
+
+def _check_act_quant(model: nn.Module) -> None:
+    """Activation quantizers read from a file: a finite log-scale in [-80, 80], lower level 0 or -(2^(b-1) - 1)."""
+    from ..search.actquant import act_quant_modules
+
+    for name, aq in act_quant_modules(model).items():
+        s, lo = float(aq.log_scale.detach()), float(aq.qmin.detach())
+        if not (math.isfinite(s) and abs(s) <= 80) or lo not in (0.0, float(-(2 ** (aq.bits - 1) - 1))):
+            raise MbitError(f"activation quantizer of {name}: invalid log-scale {s!r} or lower level {lo!r}")
 
 
 def _qtensor(sec: Section, layer: nn.Module):
@@ -171,6 +184,7 @@ def read_lic_mbit(src: str | os.PathLike | bytes):
         else:
             new[key] = torch.from_numpy(np.frombuffer(sec.payload, dtype="<f4").astype(np.float32).reshape(t.shape))
     model.load_state_dict(new)
+    _check_act_quant(model)
     model.eval()
     model.update(force=True)
     return model, plan, {k: v for k, v in obj.items() if k not in ("plan",)}

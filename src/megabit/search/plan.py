@@ -19,16 +19,22 @@ PLAN_FORMAT = "megabit-fmpq-plan"
 @dataclass
 class QuantPlan:
     """``bits[name]`` for every layer in ``layers``; ``meta`` records the search (beta, iterations, ...);
-    ``granularity``: one scale per output channel (``"channel"``) or per layer (``"tensor"``)."""
+    ``granularity``: one scale per output channel (``"channel"``) or per layer (``"tensor"``);
+    ``act_bits``: the layers' inputs quantized to that many bits too (``None``: weight-only)."""
 
     layers: list[LayerInfo]
     bits: dict[str, int]
     scale_bits: int = 32
     meta: dict[str, Any] = field(default_factory=dict)
     granularity: str = "channel"
+    act_bits: int | None = None
 
     def __post_init__(self) -> None:
         check_granularity(self.granularity)
+        if self.act_bits is not None:
+            from .actquant import check_act_bits
+
+            check_act_bits(self.act_bits)
         names = [li.name for li in self.layers]
         if set(names) != set(self.bits):
             raise ValueError("plan bits and layers name different layers")
@@ -47,7 +53,7 @@ class QuantPlan:
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": PLAN_FORMAT, "version": 1, "scale_bits": self.scale_bits,
-                "granularity": self.granularity, "size_bits": self.size_bits,
+                "granularity": self.granularity, "act_bits": self.act_bits, "size_bits": self.size_bits,
                 "mean_weight_bits": round(self.mean_bits, 4), "layers": [li.to_dict() for li in self.layers],
                 "bits": {li.name: self.bits[li.name] for li in self.layers}, "meta": self.meta}
 
@@ -59,7 +65,8 @@ class QuantPlan:
             raise ValueError(f"unsupported plan version {d.get('version')!r}")
         try:
             plan = cls([LayerInfo.from_dict(x) for x in d["layers"]], {str(k): v for k, v in d["bits"].items()},
-                       int(d.get("scale_bits", 32)), dict(d.get("meta", {})), str(d.get("granularity", "channel")))
+                       int(d.get("scale_bits", 32)), dict(d.get("meta", {})), str(d.get("granularity", "channel")),
+                       d.get("act_bits"))
         except (KeyError, TypeError, AttributeError) as e:
             raise ValueError(f"corrupted plan file: missing or malformed field {e}") from None
         if "size_bits" in d and d["size_bits"] != plan.size_bits:

@@ -27,6 +27,7 @@ from megabit.utils import atomic_save
 
 from .data import random_crops
 from .plan import QuantPlan
+from .actquant import ATTR as ACT_ATTR, apply_act_quant, calibrate_act_quant
 from .quantize import apply_bits, layer_infos
 from .rd import check_codec_contract, rd_terms
 
@@ -43,6 +44,7 @@ class QATConfig:
     crop: int = 128
     lr: float = 1e-5
     scale_lr: float = 1e-4
+    act_lr: float = 1e-3  # activation quantizers' log-scales [I]
     aux_lr: float = 1e-3
     leak: float = 0.01
     clip: float = 1.0
@@ -57,8 +59,10 @@ class QATConfig:
         return cls(**d)
 
 
-def prepare_quantized(model: nn.Module, plan: QuantPlan, leak: float = 0.01, learn_scale: bool = True) -> nn.Module:
-    """Check the plan matches the model's layers and apply its bit-widths (in place)."""
+def prepare_quantized(model: nn.Module, plan: QuantPlan, leak: float = 0.01, learn_scale: bool = True,
+                      calib: Tensor | None = None) -> nn.Module:
+    """Check the plan matches the model's layers and apply its bit-widths (in place); with
+    ``plan.act_bits`` also the layers' input quantizers, calibrated on ``calib`` when given."""
     check_codec_contract(model)
     have = {li.name: li for li in layer_infos(model)}
     for li in plan.layers:
@@ -66,7 +70,12 @@ def prepare_quantized(model: nn.Module, plan: QuantPlan, leak: float = 0.01, lea
             raise ValueError(f"plan layer {li.name} not in the model")
         if have[li.name].n_weights != li.n_weights:
             raise ValueError(f"plan layer {li.name} has {li.n_weights} weights, the model's has {have[li.name].n_weights}")
-    return apply_bits(model, plan.bits, leak=leak, learn_scale=learn_scale, granularity=plan.granularity)
+    apply_bits(model, plan.bits, leak=leak, learn_scale=learn_scale, granularity=plan.granularity)
+    if plan.act_bits is not None:
+        apply_act_quant(model, list(plan.bits), plan.act_bits, leak=leak)
+        if calib is not None:
+            calibrate_act_quant(model, calib)
+    return model
 
 
 def qat_finetune(model: nn.Module, images: list[Tensor], cfg: QATConfig,
@@ -86,12 +95,15 @@ def _qat_loop(model: nn.Module, images: list[Tensor], cfg: QATConfig,
               log: Callable[[dict[str, Any]], None] | None, log_every: int) -> list[dict[str, Any]]:
     gen = torch.Generator().manual_seed(cfg.seed)
     scales = [p for n, p in model.named_parameters() if n.endswith(".scale") and "parametrizations" in n]
+    acts = [p for n, p in model.named_parameters() if n.endswith(f"{ACT_ATTR}.log_scale")]
     aux = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
-    ids = {id(p) for p in scales + aux}
+    ids = {id(p) for p in scales + acts + aux}
     main = [p for p in model.parameters() if id(p) not in ids and p.requires_grad]
     groups = [{"params": main, "lr": cfg.lr}]
     if scales:
         groups.append({"params": scales, "lr": cfg.scale_lr})
+    if acts:
+        groups.append({"params": acts, "lr": cfg.act_lr})
     opt = torch.optim.Adam(groups)
     aux_opt = torch.optim.Adam(aux, lr=cfg.aux_lr) if aux else None
     amp = torch.autocast("cpu", dtype=torch.bfloat16) if cfg.amp == "bf16" else nullcontext()
@@ -172,6 +184,8 @@ def load_quantized(path: str | os.PathLike) -> tuple[nn.Module, QuantPlan, dict[
     plan = QuantPlan.from_dict(obj["plan"])
     model = build_codec(LICConfig.from_dict(obj["config"]))
     apply_bits(model, plan.bits, leak=0.0, learn_scale=False, granularity=plan.granularity)
+    if plan.act_bits is not None:
+        apply_act_quant(model, list(plan.bits), plan.act_bits)
     try:
         model.load_state_dict(obj["state_dict"])
     except RuntimeError as e:
