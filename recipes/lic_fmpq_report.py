@@ -10,7 +10,6 @@ search iterations (adaptive vs grid) and the training budget.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import platform
@@ -178,12 +177,16 @@ def collect(a) -> None:
         res = {
             "what": f"FMPQ (arXiv 2506.01221) vs uniform quantization on a small {arch} "
                     f"(N={cfg['N']}, M={cfg['M']}), {len(lams)} lambdas, Kodak (24 images, evaluation only). "
+                    f"Weights with one scale per {getattr(a, 'granularity', 'channel')}"
+                    + (f", every quantized layer's input at {a.act_bits} bits" if getattr(a, "act_bits", None) else
+                       ", activations float") + ". "
                     "Every quantized variant gets the same QAT steps. CPU-budget models, far from CompressAI's "
                     "converged ones: compare the curves with each other, not with the published points.",
             "complete": complete and bool(bd),
             "hardware": "2-core x86_64 CPU (AVX2, no native bf16), fp32, 1 torch thread per worker, 2 workers",
             "platform": platform.platform(), "torch": torch.__version__,
             "config": cfg, "lambdas": lams, "base_lmbda": base["lmbda"],
+            "quantizer": {"granularity": getattr(a, "granularity", "channel"), "act_bits": getattr(a, "act_bits", None)},
             "train_data": "/work/shared/data/photos (480 crops), random 128x128 crops + flips, batch 8",
             "eval_rate": next((r["kodak"][v]["rate"] for r in per_lambda.values() for v in r["kodak"]), None),
             "bd_vs": bd,
