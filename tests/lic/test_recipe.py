@@ -136,3 +136,29 @@ def test_fmpq_study_extra_eval_set_stages_and_report(tmp_path):
     assert set(res["bd_vs_clic"]) == set(res["bd_vs"]) and res["extra_eval_sets"] == {"clic": "/data/clic"}
     assert res["bd_vs_clic"]["fmpq8_vs_u8"]["bd_rate_psnr_cubic"] < 0 < res["bd_vs_clic"]["u4_vs_u8"]["bd_rate_psnr_cubic"]
     assert res["per_lambda"]["0.1"]["clic"]["u8"]["psnr"] == 27.0
+
+
+def test_compare_recipe_bd_between_two_reports(tmp_path):
+    import json as _json
+
+    cmp = load_recipe("lic_fmpq_compare")
+    lams = ["0.0018", "0.0035", "0.0067", "0.013"]
+    pts = [(0.2, 26.0), (0.3, 27.0), (0.45, 28.0), (0.65, 29.0)]
+
+    def report(name, rate_factor, variant="u8"):
+        rows = {lm: {"kodak": {variant: {"bpp": r * rate_factor, "psnr": q, "ms_ssim": 0.9 + 0.01 * i}}}
+                for i, (lm, (r, q)) in enumerate(zip(lams, pts))}
+        f = tmp_path / name
+        f.write_text(_json.dumps({"per_lambda": rows}))
+        return f
+
+    a, b = report("a.json", 1.0), report("b.json", 0.9, "fmpq8")
+    out = tmp_path / "cmp.json"
+    assert cmp.main([f"{a}:u8", f"{b}:fmpq8", f"{a}:u8", "--out", str(out)]) == 0
+    res = _json.loads(out.read_text())["vs"]
+    assert res[f"{b}:fmpq8"]["bd_rate_psnr_cubic"] == pytest.approx(-10.0, abs=1e-3)  # 10 % fewer bits everywhere
+    assert res[f"{a}:u8"]["bd_rate_psnr_cubic"] == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(SystemExit, match="points"):
+        cmp.main([f"{a}:u8", f"{a}:u4"])  # a variant the report does not have
+    with pytest.raises(SystemExit, match="FILE:VARIANT"):
+        cmp.main([f"{a}:u8", "nocolon"])
