@@ -220,10 +220,10 @@ def _qat(a: argparse.Namespace) -> int:
     images = load_images(a.data, min_side=a.crop)
     calib = None
     if a.act_bits is not None:
-        if a.n_calib < 1:
-            raise ValueError("--n-calib must be >= 1")
         plan = QuantPlan(plan.layers, plan.bits, plan.scale_bits, plan.meta, plan.granularity, a.act_bits)
     if plan.act_bits is not None:
+        if a.n_calib < 1:
+            raise ValueError("--n-calib must be >= 1")
         calib = center_crops(images[: a.n_calib], a.crop)
     prepare_quantized(model, plan, leak=cfg.leak, calib=calib)
     hist = qat_finetune(model, images, cfg, log=lambda r: print(json.dumps(r), file=sys.stderr)) if cfg.steps else []

@@ -122,8 +122,8 @@ def write_lic_mbit(model: nn.Module, plan, codec_config: dict, path: str | os.Pa
 def _parse(src):
     from ..models.lic import LICConfig, build_codec
     from ..search.plan import QuantPlan
-    from ..search.actquant import apply_act_quant
-    from ..search.quantize import apply_bits, layer_infos
+    from ..search.qat import apply_plan
+    from ..search.quantize import layer_infos
 
     _, secs, obj, size = read_container(src)
     if obj["kind"] != "lic":
@@ -136,9 +136,7 @@ def _parse(src):
         model = build_codec(cfg)
         if [li.to_dict() for li in layer_infos(model)] != [li.to_dict() for li in plan.layers]:
             raise ValueError("the plan's layers are not this codec's")
-        apply_bits(model, plan.bits, leak=0.0, learn_scale=False, granularity=plan.granularity)
-        if plan.act_bits is not None:
-            apply_act_quant(model, list(plan.bits), plan.act_bits)
+        apply_plan(model, plan)
     except Exception as e:  # noqa: BLE001 - any malformed config/plan is a format error
         raise MbitError(f"bad config section ({type(e).__name__}: {str(e)[:80]})") from None
     check_tensor_sections(secs, stored_tensors(model), model.state_dict())

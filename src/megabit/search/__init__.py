@@ -17,7 +17,7 @@ from .actquant import ActQuant, act_quant_modules, apply_act_quant, calibrate_ac
 from .adaptive import SearchResult, adaptive_search, exhaustive_search, fill_budget, grid_search, predicted_cost, size_bounds
 from .allocate import allocate, size_at_beta, uniform_bits
 from .plan import QuantPlan
-from .qat import QATConfig, load_quantized, prepare_quantized, qat_finetune, save_quantized
+from .qat import QATConfig, apply_plan, load_quantized, prepare_quantized, qat_finetune, save_quantized
 from .quantize import (
     FakeQuant,
     LayerInfo,
@@ -37,7 +37,7 @@ from .sensitivity import SensitivityTable, layer_sensitivity
 __all__ = [
     "SensitivityTable", "layer_sensitivity", "allocate", "size_at_beta", "uniform_bits",
     "SearchResult", "adaptive_search", "grid_search", "exhaustive_search", "fill_budget", "predicted_cost", "size_bounds",
-    "QuantPlan", "QATConfig", "prepare_quantized", "qat_finetune", "save_quantized", "load_quantized",
+    "QuantPlan", "QATConfig", "apply_plan", "prepare_quantized", "qat_finetune", "save_quantized", "load_quantized",
     "FakeQuant", "LayerInfo", "apply_bits", "bake", "export_codes", "fake_quantize", "float_param_bits",
     "layer_infos", "plan_size_bits", "quantizable_layers", "check_codec_contract", "evaluate_bitstream", "evaluate_likelihood", "coded_size",
     "rd_loss_value", "ActQuant", "apply_act_quant", "calibrate_act_quant", "act_quant_modules",

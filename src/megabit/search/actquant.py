@@ -33,17 +33,16 @@ from torch import Tensor, nn
 
 from megabit.quant import clamp_leaky, round_ste
 
-from .quantize import quantizable_layers
+from .quantize import MAX_BITS, MIN_BITS, quantizable_layers
 
-__all__ = ["ActQuant", "apply_act_quant", "calibrate_act_quant", "act_quant_modules", "MIN_ACT_BITS", "MAX_ACT_BITS"]
+__all__ = ["ActQuant", "apply_act_quant", "calibrate_act_quant", "act_quant_modules"]
 
-MIN_ACT_BITS, MAX_ACT_BITS = 2, 16
 ATTR = "input_quant"
 
 
 def check_act_bits(bits) -> int:
-    if not isinstance(bits, int) or isinstance(bits, bool) or not MIN_ACT_BITS <= bits <= MAX_ACT_BITS:
-        raise ValueError(f"activation bit-width must be an integer in [{MIN_ACT_BITS}, {MAX_ACT_BITS}], got {bits!r}")
+    if not isinstance(bits, int) or isinstance(bits, bool) or not MIN_BITS <= bits <= MAX_BITS:
+        raise ValueError(f"activation bit-width must be an integer in [{MIN_BITS}, {MAX_BITS}], got {bits!r}")
     return int(bits)
 
 

@@ -31,7 +31,7 @@ from .actquant import ATTR as ACT_ATTR, apply_act_quant, calibrate_act_quant
 from .quantize import apply_bits, layer_infos
 from .rd import check_codec_contract, rd_terms
 
-__all__ = ["QATConfig", "prepare_quantized", "qat_finetune", "save_quantized", "load_quantized", "QUANT_FORMAT"]
+__all__ = ["QATConfig", "apply_plan", "prepare_quantized", "qat_finetune", "save_quantized", "load_quantized", "QUANT_FORMAT"]
 
 QUANT_FORMAT = "megabit-fmpq-quantized-codec"
 
@@ -70,11 +70,18 @@ def prepare_quantized(model: nn.Module, plan: QuantPlan, leak: float = 0.01, lea
             raise ValueError(f"plan layer {li.name} not in the model")
         if have[li.name].n_weights != li.n_weights:
             raise ValueError(f"plan layer {li.name} has {li.n_weights} weights, the model's has {have[li.name].n_weights}")
+    apply_plan(model, plan, leak=leak, learn_scale=learn_scale)
+    if plan.act_bits is not None and calib is not None:
+        calibrate_act_quant(model, calib)
+    return model
+
+
+def apply_plan(model: nn.Module, plan: QuantPlan, leak: float = 0.0, learn_scale: bool = False) -> nn.Module:
+    """The plan's weight quantizers (its bit-widths and scale granularity) and, with ``plan.act_bits``,
+    its input quantizers, on ``model`` in place (scales as initialised; a state_dict load sets them)."""
     apply_bits(model, plan.bits, leak=leak, learn_scale=learn_scale, granularity=plan.granularity)
     if plan.act_bits is not None:
         apply_act_quant(model, list(plan.bits), plan.act_bits, leak=leak)
-        if calib is not None:
-            calibrate_act_quant(model, calib)
     return model
 
 
@@ -183,9 +190,7 @@ def load_quantized(path: str | os.PathLike) -> tuple[nn.Module, QuantPlan, dict[
         raise ValueError(f"{path}: not a megabit FMPQ quantized codec")
     plan = QuantPlan.from_dict(obj["plan"])
     model = build_codec(LICConfig.from_dict(obj["config"]))
-    apply_bits(model, plan.bits, leak=0.0, learn_scale=False, granularity=plan.granularity)
-    if plan.act_bits is not None:
-        apply_act_quant(model, list(plan.bits), plan.act_bits)
+    apply_plan(model, plan)
     try:
         model.load_state_dict(obj["state_dict"])
     except RuntimeError as e:
