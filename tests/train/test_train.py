@@ -1,13 +1,11 @@
 import json
-import os
-import sys
 
 import pytest
 import torch
 
 from megabit.data import load_cifar10
 from megabit.train.classifier import TrainConfig, load_classifier, train_classifier
-from tests.conftest import tiny_cfg, write_cifar_batches
+from tests.conftest import tiny_cfg
 
 FAST = dict(compile=False, bf16=True, batch_size=16, tta=False, threads=1)
 
@@ -130,3 +128,48 @@ def test_finetune_from_a_packed_mbit_starts_from_its_exact_codes(tmp_path, cifar
     with pytest.raises(ValueError, match="epochs-bn 0"):
         train_classifier(TrainConfig(epochs_bn=1, epochs_bsn=1, init=str(mb), **FAST), train, test, tmp_path / "bad",
                          progress=False)
+
+
+def test_qat_starts_from_a_float_classifier(tmp_path, cifar_root):
+    from megabit.train.classifier import evaluate, quantize_float_start
+
+    train, test = load_cifar10(cifar_root, "train"), load_cifar10(cifar_root, "test")
+    fl = tmp_path / "float"
+    train_classifier(TrainConfig(epochs_bn=1, epochs_bsn=0, quantize=False, **FAST), train, test, fl,
+                     model_cfg=tiny_cfg(), progress=False)
+    src = load_classifier(fl / "model.pt")
+    q = quantize_float_start(src, train.x, train.y)
+    assert q.cfg.quantize and q.cfg.norm == "bn" and q.cfg.layers == src.cfg.layers
+    for b0, b1 in zip(src.blocks, q.blocks):
+        assert torch.equal(b0.weight, b1.weight)  # latents are the float weights
+        c = (b0.norm.weight / b1.norm.weight).detach()  # one clip per layer divides gamma and beta alike
+        assert torch.allclose(c, c[0].expand_as(c)) and float(c[0]) > 0
+        assert torch.allclose(b0.norm.bias.detach() / c, b1.norm.bias.detach(), atol=1e-6)
+        assert torch.isfinite(b1.norm.running_var).all() and not torch.equal(b0.norm.running_var, b1.norm.running_var)
+    assert torch.equal(q.head.bias, src.head.bias) and all(bool(qq.initialized) for _, qq, _ in q.quantizers())
+    assert torch.isfinite(q(test.x)).all()
+    with pytest.raises(ValueError, match="float"):
+        quantize_float_start(q, train.x, train.y)
+    # full QAT from the float run through the trainer: a BN phase is allowed, the start is recorded
+    res = train_classifier(TrainConfig(epochs_bn=1, epochs_bsn=1, init=str(fl / "model.pt"), **FAST), train, test,
+                           tmp_path / "qat", progress=False)
+    assert res["notes"]["init_accuracy"] == evaluate(q, test)["accuracy"] and res["epochs"] == 2
+    assert load_classifier(tmp_path / "qat" / "model.pt").cfg.norm == "bsn"
+
+
+def test_clip_for_codes_fits_better_than_the_extremes():
+    from megabit.quant.act import hwmsb_codes
+    from megabit.train.classifier import _clip_for_codes
+
+    y = torch.randn(200_000, generator=torch.Generator().manual_seed(0))
+    r = torch.relu(y)
+
+    def err(c):
+        m = hwmsb_codes(r / c)
+        A = torch.stack([m, torch.ones_like(m)], 1)
+        return float(((A @ torch.linalg.lstsq(A, r.unsqueeze(1)).solution).squeeze(1) - r).pow(2).mean())
+
+    c = _clip_for_codes(y, 2, "floor")
+    assert 0.5 < c < 4.0
+    assert err(c) < err(float(r.max())) and err(c) < err(float(r[r > 0].median()) * 0.5)
+    assert _clip_for_codes(-y.abs(), 2, "floor") == 1.0  # nothing positive: a neutral clip

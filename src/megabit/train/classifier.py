@@ -19,7 +19,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -104,8 +104,12 @@ def load_classifier(path: str | os.PathLike) -> NQE:
 
 
 @torch.no_grad()
-def init_for_finetune(spec: str | os.PathLike, step_momentum: float = 0.0) -> NQE:
+def init_for_finetune(spec: str | os.PathLike, step_momentum: float = 0.0,
+                      calib: tuple[torch.Tensor, torch.Tensor] | None = None) -> NQE:
     """A trained classifier prepared as the start of a fine-tune (see ``TrainConfig.init``).
+
+    A float classifier (``--float`` run) becomes the start of a full QAT run instead: see
+    :func:`quantize_float_start` (``calib``: uint8 training images and labels for its calibration).
 
     Its integer codes (and, in BSN mode, shifts and offsets) are unchanged; the quantizers'
     step momentum is set to ``step_momentum``. Latent weights that are bare codes (a model
@@ -116,7 +120,9 @@ def init_for_finetune(spec: str | os.PathLike, step_momentum: float = 0.0) -> NQ
 
     src, _ = resolve_classifier(spec)
     if not src.cfg.quantize:
-        raise ValueError(f"{spec}: a float model; fine-tuning starts from a quantized classifier")
+        if calib is None:
+            raise ValueError(f"{spec}: a float model; starting QAT from it needs calibration images")
+        return quantize_float_start(src, *calib)
     model = NQE(src.cfg.with_(step_momentum=step_momentum))
     model.load_state_dict(src.state_dict())
     from_codes = all(bool((q.step == 1.0).all()) for _, q, _ in model.quantizers() if q.spec.levels)
@@ -127,6 +133,79 @@ def init_for_finetune(spec: str | os.PathLike, step_momentum: float = 0.0) -> NQ
             s = math.sqrt((2.0 if w.dim() > 2 else 1.0) / w[0].numel())
             w.mul_(s)
             q.step.fill_(s)
+    return model
+
+
+def _clip_for_codes(y: torch.Tensor, bits: int, mode: str) -> float:
+    """The clip ``c`` for which the activation codes of ``y / c`` best carry ``relu(y)``: least-squares
+    error of ``relu(y) ~ a * codes + b`` (a, b fitted), over a grid of quantiles of the positive part."""
+    from ..quant.act import hwmsb_codes
+
+    r = F.relu(y.float().flatten())
+    if r.numel() > 1_000_000:  # a fixed subsample keeps the fit cheap
+        r = r[torch.randperm(r.numel(), generator=torch.Generator().manual_seed(0))[:1_000_000]]
+    pos = r[r > 0]
+    if pos.numel() == 0:
+        return 1.0
+    best, best_c = float("inf"), 1.0
+    for q in torch.linspace(0.5, 0.999, 40).tolist():
+        c = float(torch.quantile(pos, q))
+        if c <= 0:
+            continue
+        m = hwmsb_codes(r / c, bits, mode)
+        A = torch.stack([m, torch.ones_like(m)], 1)
+        sol = torch.linalg.lstsq(A, r.unsqueeze(1)).solution
+        err = float(((A @ sol).squeeze(1) - r).pow(2).mean())
+        if err < best:
+            best, best_c = err, c
+    return best_c
+
+
+@torch.no_grad()
+def quantize_float_start(src: NQE, calib: torch.Tensor, labels: torch.Tensor, batch_size: int = 250) -> NQE:
+    """The quantized (BatchNorm-phase) NQE initialised from a trained float NQE of the same layers.
+
+    [I] Not in the paper (which trains from scratch): the standard QAT start from a float model.
+    Latent weights are the float weights (the quantizers' steps are set from them on first use).
+    Each block's BatchNorm affine is divided by a per-layer clip ``c`` fitted on ``calib`` so that the
+    2-bit codes of ``BN(x) / c`` carry ``relu(BN(x))`` best (``_clip_for_codes``); one clip per layer
+    keeps the next layer's input a uniform rescale, which its BatchNorm absorbs. The BatchNorm
+    running statistics are re-estimated on ``calib`` through the quantized network, and the head's
+    softmax temperature is fitted on ``(calib, labels)`` (its bias keeps the float bias in logit units).
+    """
+    if src.cfg.quantize:
+        raise ValueError("quantize_float_start expects a float classifier")
+    cfg = src.cfg.with_(quantize=True, norm="bn")
+    model = NQE(cfg)
+    model.load_state_dict(src.state_dict())
+    for _, q, _ in model.quantizers():
+        q.initialized.fill_(False)
+    src.eval()
+    x = src.prepare_input(calib[:batch_size])
+    for blk, qblk in zip(src.blocks, model.blocks):
+        acc = F.conv2d(x, blk.weight, None, 1, blk.spec.kernel // 2, 1, blk.spec.groups)
+        y = blk.norm(acc)
+        c = _clip_for_codes(y, cfg.act_bits, cfg.act_mode)
+        qblk.norm.weight.div_(c)
+        qblk.norm.bias.div_(c)
+        x = F.relu(y)
+        if blk.spec.pool:
+            x = F.max_pool2d(x, 2)
+    # BatchNorm statistics through the quantized network (cumulative average over calib)
+    model.train()
+    bns = [b.norm for b in model.blocks]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None
+    for i in range(0, len(calib), batch_size):
+        model.features(calib[i : i + batch_size])
+    for bn in bns:
+        bn.momentum = 0.1
+    model.eval()
+    b_float = model.head.bias.detach().clone()
+    model.head.bias.zero_()
+    fit_head_temperature(model, calib, labels, batch_size)
+    model.head.bias.copy_(b_float)
     return model
 
 
@@ -245,7 +324,8 @@ def train_classifier(
     amp = use_bf16(cfg.bf16, dev.type)
     torch.manual_seed(cfg.seed)
     if cfg.init:
-        model = init_for_finetune(cfg.init, cfg.init_step_momentum)
+        n_cal = min(len(train), 5000)  # calibration images, used only when the start is a float model
+        model = init_for_finetune(cfg.init, cfg.init_step_momentum, (train.x[:n_cal], train.y[:n_cal]))
         if not cfg.quantize or cfg.norm == "bn-only":
             raise ValueError("--init fine-tunes a quantized model with its own norm: drop --float / --bn-only")
         if model.cfg.norm == "bsn" and cfg.epochs_bn:
