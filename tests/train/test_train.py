@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 import torch
@@ -173,3 +174,24 @@ def test_clip_for_codes_fits_better_than_the_extremes():
     assert 0.5 < c < 4.0
     assert err(c) < err(float(r.max())) and err(c) < err(float(r[r > 0].median()) * 0.5)
     assert _clip_for_codes(-y.abs(), 2, "floor") == 1.0  # nothing positive: a neutral clip
+
+
+def test_recipe_from_float_runs_both_stages_and_resumes(tmp_path, cifar_root):
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "recipes/nqe_1mbit_from_float.py", "--data-root", str(cifar_root), "--out", str(tmp_path / "r"),
+           "--preset", "nqe-tiny", "--float-epochs", "1", "--epochs-bn", "1", "--epochs-bsn", "1", "--batch-size", "16",
+           "--no-compile", "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert load_classifier(tmp_path / "r" / "float" / "model.pt").cfg.quantize is False
+    q = tmp_path / "r" / "qat"
+    assert load_classifier(q / "model.pt").cfg.norm == "bsn"
+    cfg = json.loads((q / "config.json").read_text())["train"]
+    assert cfg["init"] == str(tmp_path / "r" / "float" / "model.pt") and cfg["warmup_bsn"] == 0.0
+    # --resume with both stages done: no epoch is trained again
+    p = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, env=env)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert len((q / "metrics.jsonl").read_text().splitlines()) == 2

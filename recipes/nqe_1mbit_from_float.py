@@ -1,0 +1,54 @@
+"""Recipe: the 1-Mbit NQE classifier by QAT from a trained float model of the same layers.
+
+    python recipes/nqe_1mbit_from_float.py --data-root ../shared/data/cifar10-jpeg-q75 --out runs/nqe-ff [--resume]
+
+Stage 1 (skipped when ``--float-model`` is given): the ``nqe-1mbit`` layers in float, 60 + 24
+epochs (as `recipes/nqe_ablation.py --variants float`). Stage 2: full QAT started from it
+(`megabit train-classifier --init FLOAT/model.pt`, see ``quantize_float_start``): BN phase at lr
+1e-3, BN -> BSN conversion, BSN phase at lr 3e-4 without warm-up. Each stage resumes from its own
+checkpoint with ``--resume``. Equivalent CLI for stage 2::
+
+    megabit train-classifier --data-root DIR --out RUN/qat --init RUN/float/model.pt \
+        --epochs-bn 32 --epochs-bsn 12 --lr 1e-3 --lr-bsn 3e-4 --warmup-bsn 0
+
+[I] The paper trains from scratch; the float start, the stage-2 lengths and learning rates are ours.
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from megabit.data import load_cifar10
+from megabit.train.classifier import TrainConfig, train_classifier
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--data-root", required=True)
+ap.add_argument("--out", required=True)
+ap.add_argument("--resume", action="store_true")
+ap.add_argument("--float-model", default=None, help="a trained float nqe-1mbit model.pt (skips stage 1)")
+ap.add_argument("--float-epochs", type=int, default=84)
+ap.add_argument("--epochs-bn", type=int, default=32)
+ap.add_argument("--epochs-bsn", type=int, default=12)
+ap.add_argument("--lr", type=float, default=1e-3)
+ap.add_argument("--lr-bsn", type=float, default=3e-4)
+ap.add_argument("--limit-train", type=int, default=None)
+ap.add_argument("--limit-test", type=int, default=None)
+ap.add_argument("--preset", default="nqe-1mbit")
+ap.add_argument("--device", default="auto")
+ap.add_argument("--batch-size", type=int, default=256)
+ap.add_argument("--no-compile", action="store_true")
+a = ap.parse_args()
+common = dict(preset=a.preset, device=a.device, batch_size=a.batch_size, compile=not a.no_compile)
+train = load_cifar10(a.data_root, "train", a.limit_train)
+test = load_cifar10(a.data_root, "test", a.limit_test)
+out = Path(a.out)
+float_model = a.float_model
+if float_model is None:
+    # one one-cycle schedule over all epochs, as the float baseline (a float run has no BSN phase)
+    fcfg = TrainConfig(quantize=False, epochs_bn=a.float_epochs, epochs_bsn=0, **common)
+    train_classifier(fcfg, train, test, out / "float", resume=a.resume)
+    float_model = str(out / "float" / "model.pt")
+qcfg = TrainConfig(init=float_model, epochs_bn=a.epochs_bn, epochs_bsn=a.epochs_bsn, lr=a.lr, lr_bsn=a.lr_bsn,
+                   warmup_bsn=0.0, **common)
+res = train_classifier(qcfg, train, test, out / "qat", resume=a.resume)
+json.dump(res, sys.stdout, indent=2)
