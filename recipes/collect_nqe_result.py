@@ -1,7 +1,7 @@
 """Collect a finished classifier run directory into results/nqe_1mbit.json (curve, budget, machine)."""
+import argparse
 import json
 import platform
-import sys
 
 import torch
 
@@ -9,21 +9,29 @@ from megabit.export import budget_table
 from megabit.models import NQEConfig
 from megabit.utils import atomic_write_text
 
-run = sys.argv[1] if len(sys.argv) > 1 else "runs/nqe-1mbit"
-out = sys.argv[2] if len(sys.argv) > 2 else "results/nqe_1mbit.json"
+ap = argparse.ArgumentParser()
+ap.add_argument("run", nargs="?", default="runs/nqe-1mbit")
+ap.add_argument("out", nargs="?", default="results/nqe_1mbit.json")
+ap.add_argument("--command", default=None, help="the command that trained the run (default: recipes/nqe_1mbit.py)")
+ap.add_argument("--note", default=None, help="free text stored with the result (e.g. what the start was)")
+a = ap.parse_args()
+run, out = a.run, a.out
 res = json.load(open(f"{run}/result.json"))
 cfg = json.load(open(f"{run}/config.json"))
 hist = [json.loads(l) for l in open(f"{run}/metrics.jsonl")]
 bn_end = [h for h in hist if h["phase"] == "bn"][-1]
 t = budget_table(NQEConfig.from_dict(cfg["model"]))
 doc = {
-    "model": "nqe-1mbit", "command": f"python recipes/nqe_1mbit.py --data-root ../shared/data/cifar10-jpeg-q75 --out {run}",
+    "model": "nqe-1mbit",
+    "command": a.command or f"python recipes/nqe_1mbit.py --data-root ../shared/data/cifar10-jpeg-q75 --out {run}",
+    "note": a.note,
     "data": "CIFAR-10, JPEG-q75 copy (shared/data/cifar10-jpeg-q75): 50k train / full 10k test",
     "test_accuracy": res["accuracy"], "test_accuracy_note": "BSN model, integer-exact, horizontal-flip TTA",
     "per_class": res["per_class"], "total_bits": t["total_bits"], "limit_bits": 1 << 20,
     "epochs": res["epochs"], "epochs_bn": cfg["train"]["epochs_bn"], "epochs_bsn": cfg["train"]["epochs_bsn"],
     "train_wall_s": res["train_wall_s"], "accuracy_end_of_bn_phase": bn_end["test_acc"],
     "accuracy_right_after_bsn_conversion": res["notes"].get("bsn_after_conversion"),
+    "accuracy_at_start": res["notes"].get("init_accuracy"),
     "machine": {"cpu": "2-core x86_64 (shared VM), no GPU", "platform": platform.platform(), "torch": torch.__version__},
     "train_config": cfg["train"],
     "curve": [{"epoch": h["epoch"], "phase": h["phase"], "test_acc": h["test_acc"], "train_acc": h["train_acc"],
