@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", default=None, metavar="MODEL",
                    help="fine-tune this trained classifier (bundled name, .mbit or model.pt) instead of "
                         "training from scratch; a BSN-mode model needs --epochs-bn 0; a float model (a --float "
-                        "run) starts full QAT from its weights, calibrated on 5,000 training images")
+                        "run) starts full QAT from its weights, calibrated on the first 5,000 training images")
     p.add_argument("--init-step-momentum", type=float, default=d.init_step_momentum,
                    help="quantizer step EMA during the fine-tune (default 0: keep the start's steps)")
     p.add_argument("--teacher", default=None, help="distil from this classifier model file (e.g. a --float run)")

@@ -167,7 +167,8 @@ def quantize_float_start(src: NQE, calib: torch.Tensor, labels: torch.Tensor, ba
 
     [I] Not in the paper (which trains from scratch): the standard QAT start from a float model.
     Latent weights are the float weights (the quantizers' steps are set from them on first use).
-    Each block's BatchNorm affine is divided by a per-layer clip ``c`` fitted on ``calib`` so that the
+    Each block's BatchNorm affine is divided by a per-layer clip ``c`` fitted on the first
+    ``batch_size`` images of ``calib`` (float activations) so that the
     2-bit codes of ``BN(x) / c`` carry ``relu(BN(x))`` best (``_clip_for_codes``); one clip per layer
     keeps the next layer's input a uniform rescale, which its BatchNorm absorbs. The BatchNorm
     running statistics are re-estimated on ``calib`` through the quantized network, and the head's
@@ -194,13 +195,14 @@ def quantize_float_start(src: NQE, calib: torch.Tensor, labels: torch.Tensor, ba
     # BatchNorm statistics through the quantized network (cumulative average over calib)
     model.train()
     bns = [b.norm for b in model.blocks]
+    momenta = [bn.momentum for bn in bns]
     for bn in bns:
         bn.reset_running_stats()
         bn.momentum = None
     for i in range(0, len(calib), batch_size):
         model.features(calib[i : i + batch_size])
-    for bn in bns:
-        bn.momentum = 0.1
+    for bn, m in zip(bns, momenta):
+        bn.momentum = m
     model.eval()
     b_float = model.head.bias.detach().clone()
     model.head.bias.zero_()
