@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from megabit.data import load_cifar10
+from megabit.data.cifar import DataError
 from megabit.train.classifier import TrainConfig, train_classifier
 
 ap = argparse.ArgumentParser()
@@ -39,8 +40,11 @@ ap.add_argument("--batch-size", type=int, default=256)
 ap.add_argument("--no-compile", action="store_true")
 a = ap.parse_args()
 common = dict(preset=a.preset, device=a.device, batch_size=a.batch_size, compile=not a.no_compile)
-train = load_cifar10(a.data_root, "train", a.limit_train)
-test = load_cifar10(a.data_root, "test", a.limit_test)
+try:
+    train = load_cifar10(a.data_root, "train", a.limit_train)
+    test = load_cifar10(a.data_root, "test", a.limit_test)
+except DataError as e:
+    sys.exit(f"nqe_1mbit_from_float: error: {e}")
 out = Path(a.out)
 float_model = a.float_model
 if float_model is None:
