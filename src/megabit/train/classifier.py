@@ -318,7 +318,7 @@ def train_classifier(
     out = Path(out_dir)
     teacher = None
     if cfg.teacher:
-        teacher = load_classifier(cfg.teacher).eval().to(dev)
+        teacher = load_classifier(cfg.teacher).eval().to(dev).to(memory_format=torch.channels_last)
         for p_ in teacher.parameters():
             p_.requires_grad_(False)
         if not (0.0 <= cfg.kd_alpha <= 1.0 and cfg.kd_temperature > 0):
@@ -418,7 +418,8 @@ def train_classifier(
                 logits = fwd(xb)
             loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
             if teacher is not None:
-                with torch.no_grad():
+                # the teacher runs like the student (bf16 autocast, channels_last): in fp32 it cost half a student step
+                with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
                     t_logits = teacher(xb).float()
                 loss = distillation_loss(logits.float(), t_logits, loss, cfg.kd_alpha, cfg.kd_temperature)
             opt.zero_grad(set_to_none=True)
