@@ -9,7 +9,10 @@ epochs (as `recipes/nqe_ablation.py --variants float`). Stage 2: full QAT starte
 checkpoint with ``--resume``. Equivalent CLI for stage 2::
 
     megabit train-classifier --data-root DIR --out RUN/qat --init RUN/float/model.pt \
-        --epochs-bn 32 --epochs-bsn 12 --lr 1e-3 --lr-bsn 3e-4 --warmup-bsn 0
+        --epochs-bn 32 --epochs-bsn 12 --lr 1e-3 --lr-bsn 3e-4 --warmup-bsn 0 \
+        [--teacher RUN/float/model.pt --kd-alpha 0.7 --kd-temperature 4]
+
+``--kd-alpha A`` (default 0: off) distils stage 2 from the float model it starts from (the bracketed flags above).
 
 [I] The paper trains from scratch; the float start, the stage-2 lengths and learning rates are ours.
 """
@@ -38,6 +41,9 @@ ap.add_argument("--preset", default="nqe-1mbit")
 ap.add_argument("--device", default="auto")
 ap.add_argument("--batch-size", type=int, default=256)
 ap.add_argument("--no-compile", action="store_true")
+ap.add_argument("--kd-alpha", type=float, default=0.0,
+                help="distil stage 2 from the float model (its own teacher) with this weight; 0: no distillation")
+ap.add_argument("--kd-temperature", type=float, default=4.0)
 a = ap.parse_args()
 common = dict(preset=a.preset, device=a.device, batch_size=a.batch_size, compile=not a.no_compile)
 try:
@@ -52,7 +58,8 @@ if float_model is None:
     fcfg = TrainConfig(quantize=False, epochs_bn=a.float_epochs, epochs_bsn=0, **common)
     train_classifier(fcfg, train, test, out / "float", resume=a.resume)
     float_model = str(out / "float" / "model.pt")
+kd = dict(teacher=float_model, kd_alpha=a.kd_alpha, kd_temperature=a.kd_temperature) if a.kd_alpha > 0 else {}
 qcfg = TrainConfig(init=float_model, epochs_bn=a.epochs_bn, epochs_bsn=a.epochs_bsn, lr=a.lr, lr_bsn=a.lr_bsn,
-                   warmup_bsn=0.0, **common)
+                   warmup_bsn=0.0, **kd, **common)
 res = train_classifier(qcfg, train, test, out / "qat", resume=a.resume)
 json.dump(res, sys.stdout, indent=2)

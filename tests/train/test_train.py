@@ -182,7 +182,7 @@ def test_recipe_from_float_runs_both_stages_and_resumes(tmp_path, cifar_root):
 
     cmd = [sys.executable, "recipes/nqe_1mbit_from_float.py", "--data-root", str(cifar_root), "--out", str(tmp_path / "r"),
            "--preset", "nqe-tiny", "--float-epochs", "1", "--epochs-bn", "1", "--epochs-bsn", "1", "--batch-size", "16",
-           "--no-compile", "--device", "cpu"]
+           "--no-compile", "--device", "cpu", "--kd-alpha", "0.5"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     p = subprocess.run(cmd, capture_output=True, text=True, env=env)
     assert p.returncode == 0, p.stderr[-2000:]
@@ -191,6 +191,7 @@ def test_recipe_from_float_runs_both_stages_and_resumes(tmp_path, cifar_root):
     assert load_classifier(q / "model.pt").cfg.norm == "bsn"
     cfg = json.loads((q / "config.json").read_text())["train"]
     assert cfg["init"] == str(tmp_path / "r" / "float" / "model.pt") and cfg["warmup_bsn"] == 0.0
+    assert cfg["teacher"] == cfg["init"] and cfg["kd_alpha"] == 0.5  # --kd-alpha: the float model is the teacher
     # --resume with both stages done: no epoch is trained again
     p = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, env=env)
     assert p.returncode == 0, p.stderr[-2000:]
