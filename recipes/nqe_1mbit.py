@@ -3,7 +3,7 @@
     python recipes/nqe_1mbit.py --data-root ../shared/data/cifar10-jpeg-q75 --out runs/nqe-1mbit [--resume]
 
 Equivalent CLI: megabit train-classifier --preset nqe-1mbit --epochs-bn 60 --epochs-bsn 24 ...
-Machine used for the shipped model: 2-core x86_64 CPU, torch 2.13.0+cpu (see results/nqe_1mbit.json).
+Machine used for the shipped model: 2-core x86_64 CPU, torch 2.13.0+cpu (see results/nqe_1mbit_scratch84.json; the bundled model now comes from recipes/nqe_1mbit_from_float.py).
 """
 import argparse
 import json
