@@ -1,3 +1,4 @@
+import dataclasses
 import zlib
 
 import numpy as np
@@ -12,7 +13,7 @@ headers = st.builds(
     width=st.integers(1, 300), height=st.integers(1, 300), channels=st.sampled_from([1, 2, 3, 4]),
     rate_bits=st.sampled_from([128, 256, 512]), model_id=st.integers(0, 65535),
     model_hash=st.binary(min_size=8, max_size=8), entropy_coded=st.booleans(),
-)
+).flatmap(lambda h: st.sampled_from([h, dataclasses.replace(h, ctx_coded=True)] if not h.entropy_coded else [h]))
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -20,12 +21,12 @@ headers = st.builds(
 def test_roundtrip(h, seed):
     rng = np.random.default_rng(seed)
     bits = rng.integers(0, 2, (h.n_patches, h.rate_bits), dtype=np.uint8)
-    payload = pack_bits(bits) if not h.entropy_coded else rng.bytes(int(rng.integers(0, 50)))
+    payload = pack_bits(bits) if h.raw else rng.bytes(int(rng.integers(0, 50)))
     data = pack_mbc(h, payload)
     h2, p2 = unpack_mbc(data)
     assert h2 == h and p2 == payload
     assert data[:4] == b"MBCF" and len(data) == HEADER.size + len(payload) + CRC.size
-    if not h.entropy_coded:
+    if h.raw:
         assert np.array_equal(unpack_bits(p2, h.n_patches, h.rate_bits), bits)
 
 
@@ -58,6 +59,11 @@ def test_fuzz_only_valueerror(data):
         assert "\n" not in str(e)
     else:
         assert data == _valid  # any change is caught (CRC32 catches every single-byte change)
+
+
+def test_rejects_both_codings():
+    with pytest.raises(ValueError, match="at once"):
+        pack_mbc(MbcHeader(10, 10, 3, 128, 1, bytes(8), entropy_coded=True, ctx_coded=True), b"x")
 
 
 def test_rejects_bad_fields():

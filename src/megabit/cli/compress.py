@@ -1,4 +1,4 @@
-"""``megabit compress IMAGE|FOLDER -o OUT [--rate 0.25] [--model M] [--entropy auto|raw|ans] [--search STEPS]``."""
+"""``megabit compress IMAGE|FOLDER -o OUT [--rate 0.25] [--model M] [--entropy auto|raw|ans|ctx] [--search STEPS]``."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output .mbc file (or folder when the input is a folder)")
     p.add_argument("--rate", default="0.25", help="bits per pixel: 0.125, 0.25 or 0.5 (default 0.25)")
     p.add_argument("--model", default=None, help="bundled model name or model .pt file (default: codec-nested-v3)")
-    p.add_argument("--entropy", default="auto", choices=["auto", "raw", "ans"],
-                   help="raw = fixed rate; ans = rANS-coded code bits; auto = the smaller (default)")
+    p.add_argument("--entropy", default="auto", choices=["auto", "raw", "ans", "ctx"],
+                   help="raw = fixed rate; ans = rANS with the bit table; ctx = rANS with the causal context model; "
+                        "auto = the smallest the model offers (default)")
     p.add_argument("--search", type=int, default=0, metavar="STEPS",
                    help="encoder-side code search: STEPS decoder-guided refinement steps per patch (slow, ~1 s per "
                         "384 patches per step on one core; same format and decoder). 0 = the NQE encoder as is (default)")

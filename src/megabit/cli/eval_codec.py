@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--search", type=int, default=0, metavar="STEPS",
                    help="encoder-side code search steps (megabit.codec.search; slow). Rows then also hold the "
                         "encoder-only result of the same image (no_search). 0 = off (default)")
+    p.add_argument("--anchors-at-real", nargs="*", default=["jpeg", "webp"], choices=["jpeg", "webp", "avif", "heif"],
+                   help="anchors also encoded at the model's real (entropy-coded) bpp of each image "
+                        "(default: jpeg webp; none: pass the flag without names)")
     p.add_argument("--extra", default=None, help="JSON object merged into the result (e.g. training facts)")
     return p
 
@@ -58,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     codec = None if a.anchors_only else load_codec(a.model)
     res = evaluate_codec(a.data_root, codec, tuple(a.rates), None if a.anchors is None else tuple(a.anchors), a.limit,
                          a.anchor_cache, partial_json=a.json, extra=json.loads(a.extra) if a.extra else None, seed_cache=seed,
-                         search=SearchConfig(steps=a.search))
+                         search=SearchConfig(steps=a.search), anchors_at_real=tuple(a.anchors_at_real))
     if a.json:
         atomic_write_text(a.json, json.dumps(res, indent=1))
     if a.plot:

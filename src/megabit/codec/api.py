@@ -24,6 +24,7 @@ from ..data.images import load_rgb, pad_to_multiple
 from ..fmt.mbc import MbcHeader, pack_bits, pack_mbc, unpack_bits, unpack_mbc
 from ..models.patch_codec import PATCH, PatchCodec, PatchCodecConfig
 from ..utils import atomic_write_bytes
+from . import context_model as cmod
 from . import entropy_model as em
 from .search import SearchConfig, search_bits
 from .registry import CUSTOM_MODEL_ID, DEFAULT_MODEL, MODELS, asset_path, model_id_of
@@ -31,7 +32,7 @@ from .registry import CUSTOM_MODEL_ID, DEFAULT_MODEL, MODELS, asset_path, model_
 __all__ = ["Codec", "load_codec", "compress_image", "SearchConfig", "decompress_bytes", "reconstruct", "compress_file",
            "decompress_file", "ENTROPY_MODES"]
 
-ENTROPY_MODES = ("auto", "raw", "ans")
+ENTROPY_MODES = ("auto", "raw", "ans", "ctx")
 
 
 @dataclass
@@ -43,16 +44,20 @@ class Codec:
     model_id: int
     model_hash: bytes
     bit_probs: np.ndarray  # [max_bits, 6] float32
+    #: optional second stage v2 (payloads name it by its own digest, so it is not in model_hash)
+    ctx: cmod.ContextModel | None = None
 
     @classmethod
     def from_model(cls, model: PatchCodec, name: str = "custom", bit_probs: np.ndarray | None = None,
-                   model_id: int | None = None) -> "Codec":
+                   model_id: int | None = None, ctx: cmod.ContextModel | None = None) -> "Codec":
         model.eval()
         if bit_probs is None:
             bit_probs = np.full((model.cfg.max_bits, em.N_CTX), 0.5, np.float32)
         bit_probs = np.asarray(bit_probs, np.float32)
+        if ctx is not None and ctx.channels != model.cfg.code_channels:
+            raise ValueError(f"context model has {ctx.channels} channels, the codec {model.cfg.code_channels}")
         return cls(model, name, model_id_of(name) if model_id is None else model_id, model_hash(model, bit_probs),
-                   bit_probs)
+                   bit_probs, ctx)
 
 
 def model_hash(model: PatchCodec, bit_probs: np.ndarray) -> bytes:
@@ -81,7 +86,16 @@ def load_codec(model: str | os.PathLike | None = None) -> Codec:
         raise ValueError(f"not a patch codec model file: {path} ({type(e).__name__})") from None
     probs = obj.get("bit_probs")
     probs = None if probs is None else np.asarray(probs, np.float32)
-    return Codec.from_model(m, path.stem if is_file else name, probs, CUSTOM_MODEL_ID if is_file else model_id_of(name))
+    # the context model: inside the model file ("ctx_model", bytes) or in a sidecar MODEL.ctx.npz
+    ctx_bytes, side = obj.get("ctx_model"), path.with_suffix(".ctx.npz")
+    if ctx_bytes is None and side.is_file():
+        ctx_bytes = side.read_bytes()
+    try:
+        ctx = None if ctx_bytes is None else cmod.ContextModel.from_bytes(bytes(ctx_bytes))
+    except ValueError as e:
+        raise ValueError(f"{side if obj.get('ctx_model') is None else path}: {e}") from None
+    return Codec.from_model(m, path.stem if is_file else name, probs, CUSTOM_MODEL_ID if is_file else model_id_of(name),
+                            ctx)
 
 
 # ----------------------------------------------------------------------------- compress ---
@@ -116,7 +130,7 @@ def compress_image(img, codec: Codec, rate_bits: int = 256, entropy: str = "auto
     """Image (path, PIL image or uint8 [H, W, 3|1|4] array) -> .mbc bytes.
 
     ``entropy``: "raw" = fixed rate (packed bits), "ans" = rANS with the model's bit table,
-    "auto" = the smaller of the two. ``search``: encoder-side code search steps (0/None = off;
+    "ctx" = rANS with the model's causal context model, "auto" = the smallest of those the model has. ``search``: encoder-side code search steps (0/None = off;
     the file format and the decoder are the same either way).
     """
     if entropy not in ENTROPY_MODES:
@@ -146,13 +160,17 @@ def compress_image(img, codec: Codec, rate_bits: int = 256, entropy: str = "auto
     channels = min(max(channels, 1), 4)
     h, w = a.shape[:2]
     bits, gh, gw = encode_bits_of(np.ascontiguousarray(a), codec, rate_bits, search, progress)
-    raw = pack_bits(bits)
-    payload, coded = raw, False
+    if entropy == "ctx" and codec.ctx is None:
+        raise ValueError(f"model {codec.name} has no context model (entropy 'ctx'); use auto, ans or raw")
+    cands = {}  # (table-coded, context-coded) -> payload
+    if entropy in ("raw", "auto"):
+        cands[False, False] = pack_bits(bits)
     if entropy in ("ans", "auto"):
-        blob = em.encode_bits(bits, gh, gw, codec.bit_probs)
-        if entropy == "ans" or len(blob) < len(raw):
-            payload, coded = blob, True
-    hdr = MbcHeader(w, h, channels, rate_bits, codec.model_id, codec.model_hash, coded)
+        cands[True, False] = em.encode_bits(bits, gh, gw, codec.bit_probs)
+    if entropy in ("ctx", "auto") and codec.ctx is not None:
+        cands[False, True] = cmod.encode(bits, gh, gw, codec.ctx)
+    (coded, ctx), payload = min(cands.items(), key=lambda kv: len(kv[1]))
+    hdr = MbcHeader(w, h, channels, rate_bits, codec.model_id, codec.model_hash, coded, ctx_coded=ctx)
     return pack_mbc(hdr, payload)
 
 
@@ -202,7 +220,11 @@ def decode_header_bits(data: bytes, codec: Codec) -> tuple[MbcHeader, np.ndarray
     _check_model(h, codec)
     codec.model.cfg.channels_for(h.rate_bits)
     gw, gh = h.grid
-    if h.entropy_coded:
+    if h.ctx_coded:
+        if codec.ctx is None:
+            raise ValueError(f"the .mbc file is context coded, but the loaded model {codec.name} has no context model")
+        bits = cmod.decode(payload, gh, gw, h.rate_bits, codec.ctx)
+    elif h.entropy_coded:
         bits = em.decode_bits(payload, gh, gw, h.rate_bits, codec.bit_probs)
     else:
         bits = unpack_bits(payload, h.n_patches, h.rate_bits)

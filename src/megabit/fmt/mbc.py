@@ -5,7 +5,8 @@ All integers little-endian. Layout::
     off  size  field
       0     4  magic b"MBCF"
       4     1  version (1)
-      5     1  flags: bit 0 = payload is entropy coded (two rANS passes), other bits 0
+      5     1  flags: bit 0 = entropy coded (two rANS passes, bit table), bit 1 = context coded
+               (causal context model, one rANS pass); at most one of the two; other bits 0
       6     1  channels of the source image (1 gray, 2 gray+alpha, 3 RGB, 4 RGBA); output is RGB
       7     1  patch size (32)
       8     4  width  u32 (source image, pixels)
@@ -17,7 +18,8 @@ All integers little-endian. Layout::
      30     2  grid height u16 = ceil(height / patch)
      32     4  payload length u32
      36     n  payload: raw = code bits, patch-major (row-major patches), bit b of patch p at bit
-               index p*rate + b, packed LSB-first; entropy coded = megabit.codec.entropy_model blob
+               index p*rate + b, packed LSB-first; entropy coded = megabit.codec.entropy_model blob;
+               context coded = megabit.codec.context_model blob
    36+n     4  CRC32 (zlib) of bytes [0, 36+n)
 
 Every reader error (short file, wrong magic/version, inconsistent fields, CRC mismatch) raises
@@ -39,7 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["MAGIC", "VERSION", "HEADER", "FLAG_ENTROPY", "MbcHeader", "pack_mbc", "unpack_mbc", "pack_bits",
+__all__ = ["MAGIC", "VERSION", "HEADER", "FLAG_ENTROPY", "FLAG_CTX", "MbcHeader", "pack_mbc", "unpack_mbc", "pack_bits",
            "unpack_bits", "MAX_PIXELS"]
 
 MAGIC = b"MBCF"
@@ -49,6 +51,7 @@ BYTE_ORDER = "little"
 HEADER = struct.Struct("<4sBBBBIIHH8sHHI")
 CRC = struct.Struct("<I")
 FLAG_ENTROPY = 1
+FLAG_CTX = 2  # payload coded with the model's causal context model (megabit.codec.context_model)
 MAX_PIXELS = 1 << 28  # refuse absurd sizes before allocating anything
 
 
@@ -62,6 +65,12 @@ class MbcHeader:
     model_hash: bytes
     entropy_coded: bool = False
     patch: int = 32
+    ctx_coded: bool = False
+
+    @property
+    def raw(self) -> bool:
+        """Fixed-rate payload (packed bits, length known from the header)."""
+        return not (self.entropy_coded or self.ctx_coded)
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -89,6 +98,8 @@ class MbcHeader:
         if not 0 <= self.model_id < 1 << 16 or len(self.model_hash) != 8:
             raise ValueError("invalid model id or hash")
         gw, gh = self.grid
+        if self.entropy_coded and self.ctx_coded:
+            raise ValueError("invalid .mbc flags: table- and context-coded at once")
         if gw >= 1 << 16 or gh >= 1 << 16:
             raise ValueError(f"image {self.width}x{self.height} too large for the patch grid")
 
@@ -109,10 +120,10 @@ def unpack_bits(payload: bytes, n_patches: int, rate_bits: int) -> np.ndarray:
 def pack_mbc(h: MbcHeader, payload: bytes) -> bytes:
     """Header + payload + CRC32."""
     h.validate()
-    if not h.entropy_coded and len(payload) != h.raw_payload_bytes:
+    if h.raw and len(payload) != h.raw_payload_bytes:
         raise ValueError(f"raw payload must be {h.raw_payload_bytes} bytes, got {len(payload)}")
     gw, gh = h.grid
-    head = HEADER.pack(MAGIC, VERSION, FLAG_ENTROPY if h.entropy_coded else 0, h.channels, h.patch, h.width,
+    head = HEADER.pack(MAGIC, VERSION, FLAG_ENTROPY * h.entropy_coded | FLAG_CTX * h.ctx_coded, h.channels, h.patch, h.width,
                        h.height, h.rate_bits, h.model_id, bytes(h.model_hash), gw, gh, len(payload))
     body = head + bytes(payload)
     return body + CRC.pack(zlib.crc32(body))
@@ -133,13 +144,13 @@ def unpack_mbc(data: bytes) -> tuple[MbcHeader, bytes]:
     (crc,) = CRC.unpack_from(data, len(data) - CRC.size)
     if zlib.crc32(data[: -CRC.size]) != crc:
         raise ValueError("corrupted .mbc file (CRC mismatch)")
-    if flags & ~FLAG_ENTROPY:
+    if flags & ~(FLAG_ENTROPY | FLAG_CTX):
         raise ValueError(f"unknown .mbc flags {flags:#x}")
-    h = MbcHeader(w, hgt, ch, rate, mid, mhash, bool(flags & FLAG_ENTROPY), patch)
+    h = MbcHeader(w, hgt, ch, rate, mid, mhash, bool(flags & FLAG_ENTROPY), patch, bool(flags & FLAG_CTX))
     h.validate()
     if h.grid != (gw, gh):
         raise ValueError(f"corrupted .mbc: grid {gw}x{gh} does not match size {w}x{hgt}")
     payload = data[HEADER.size : HEADER.size + n]
-    if not h.entropy_coded and n != h.raw_payload_bytes:
+    if h.raw and n != h.raw_payload_bytes:
         raise ValueError(f"corrupted .mbc: payload has {n} bytes, expected {h.raw_payload_bytes}")
     return h, payload
