@@ -5,7 +5,9 @@
 
 Prints and saves the machine, library versions, trial count and median seconds per call, and the
 ratio of each codec step to the anchors' (JPEG / WebP at the same bpp, found by binary search).
-Single-threaded torch (the shared 2-core machine of the project).
+Single-threaded torch (the shared 2-core machine of the project). Also times the lossless second
+stages alone on the same code bits (bit table = ``entropy_model``, context model = ``context_model``;
+numba compiled before timing), and the share of the decode they take.
 """
 import argparse
 import io
@@ -17,7 +19,9 @@ import numpy as np
 import torch
 
 from megabit.codec.anchors import encode_at_bpp
-from megabit.codec.api import compress_image, decompress_bytes, load_codec
+from megabit.codec import context_model as cmod
+from megabit.codec import entropy_model as em
+from megabit.codec.api import compress_image, decompress_bytes, encode_bits_of, load_codec
 from megabit.codec.evaluate import machine_info
 from megabit.data.images import load_rgb
 from megabit.utils import atomic_write_text
@@ -49,6 +53,17 @@ def main():
            "machine": machine_info(), "model": codec.name}
     res["mbc_encode_s"] = median_time(lambda: compress_image(img, codec, a.rate), a.trials)
     res["mbc_decode_s"] = median_time(lambda: decompress_bytes(data, codec), a.trials)
+    bits, gh, gw = encode_bits_of(img, codec, a.rate)
+    stages = {"table": (em.encode_bits, em.decode_bits, codec.bit_probs)}
+    if codec.ctx is not None:
+        stages["ctx"] = (cmod.encode, cmod.decode, codec.ctx)
+    for name, (enc, dec, m) in stages.items():
+        blob = enc(bits, gh, gw, m)
+        assert (dec(blob, gh, gw, a.rate, m) == bits).all()  # also compiles the numba kernels
+        res[f"{name}_stage_bytes"] = len(blob)
+        res[f"{name}_stage_encode_s"] = median_time(lambda: enc(bits, gh, gw, m), a.trials)
+        res[f"{name}_stage_decode_s"] = median_time(lambda: dec(blob, gh, gw, a.rate, m), a.trials)
+        res[f"{name}_stage_share_of_decode"] = res[f"{name}_stage_decode_s"] / res["mbc_decode_s"]
     from PIL import Image
 
     for name in ("jpeg", "webp"):

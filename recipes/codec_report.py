@@ -27,3 +27,16 @@ for path in sys.argv[1:]:
             x = m[a]
             cells.append(f"{x['bpp']:.4f} / {x['psnr']:.2f} / {x['ms_ssim']:.4f}" + (f" ({x['n_over_target']} over)" if x["n_over_target"] else ""))
         print("| " + " | ".join(cells) + " |")
+    real = [a for a in ("jpeg", "webp", "avif", "heif") if f"{a}@real" in next(iter(r["mean"].values()))]
+    if real:  # the second stages and the anchors at the real rate of the file megabit writes
+        print("\n| bits/patch | bpp: fixed / bit table / context model (real) | PSNR | "
+              + " | ".join(f"{a.upper()} at <= real size: bpp / PSNR / MS-SSIM | gap dB" for a in real) + " |")
+        print("|" + "---|" * (3 + 2 * len(real)))
+        for rate, m in sorted(r["mean"].items(), key=lambda kv: int(kv[0])):
+            cells = [rate, f"{m['bpp_fixed']:.4f} / {m['bpp_ans']:.4f} / {m.get('bpp_ctx', float('nan')):.4f}",
+                     f"{m['psnr']:.2f}"]
+            for a in real:
+                x = m[f"{a}@real"]
+                cells += [f"{x['bpp']:.4f} / {x['psnr']:.2f} / {x['ms_ssim']:.4f}"
+                          + (f" ({x['n_over_target']} over)" if x["n_over_target"] else ""), f"{m['psnr'] - x['psnr']:+.2f}"]
+            print("| " + " | ".join(cells) + " |")
