@@ -36,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import io
 import struct
+import zipfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -124,11 +125,15 @@ class ContextModel:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "ContextModel":
+        if not bytes(data[:2]) == b"PK":
+            raise ValueError("not a context model (not an npz archive)")
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as z:
                 return cls(z["weight"], z["bias"], z["f1"], int(z["frac_bits"]), int(z["step_bits"]))
-        except (OSError, KeyError, ValueError, EOFError) as e:
-            raise ValueError(f"not a context model ({e})") from None
+        except KeyError as e:
+            raise ValueError(f"not a context model (missing {e})") from None
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            raise ValueError(f"not a context model ({type(e).__name__}: {str(e)[:80]})") from None
 
     # ---------------------------------------------------------------------- logits --
     def cross_logits(self, s: np.ndarray, c: int) -> np.ndarray:
