@@ -38,6 +38,8 @@ def main(argv=None) -> int:
     p.add_argument("--holdout", type=int, default=80)
     p.add_argument("--kernel", type=int, default=cmod.CtxConfig.kernel)
     p.add_argument("--iters", type=int, default=cmod.CtxConfig.iters)
+    p.add_argument("--hidden", type=int, default=cmod.CtxConfig.hidden, help="ReLU units per channel (0 = linear)")
+    p.add_argument("--fit-limit", type=int, default=None, help="fit on the first N non-held-out photos only")
     p.add_argument("--threads", type=int, default=None)
     a = p.parse_args(argv)
     if a.threads:
@@ -62,8 +64,12 @@ def main(argv=None) -> int:
         grids.append((gh, gw))
         maps.append((cmod.code_map(bits, gh, gw) > 0).astype(np.uint8))
     n_fit = len(imgs) - a.holdout
-    cfg = cmod.CtxConfig(kernel=a.kernel, iters=a.iters)
-    cm = cmod.fit(np.stack(maps[:n_fit]), cfg, progress=True)
+    cfg = cmod.CtxConfig(kernel=a.kernel, iters=a.iters, hidden=a.hidden)
+    if a.fit_limit:
+        n_fit_used = min(n_fit, a.fit_limit)
+    else:
+        n_fit_used = n_fit
+    cm = cmod.fit(np.stack(maps[:n_fit_used]), cfg, progress=True)
     atomic_write_bytes(a.out, cm.to_bytes())
     res = {"rates": {}}
     for rate in codec.model.cfg.rates:
@@ -89,9 +95,10 @@ def main(argv=None) -> int:
     res.update({
         "what": "second stage v2: causal linear context model over the code map, fitted on training photos",
         "model": codec.name, "model_hash": codec.model_hash.hex(), "ctx_digest": cm.digest().hex(),
-        "data": a.data_root, "n_fit": n_fit, "n_holdout": a.holdout,
+        "data": a.data_root, "n_fit": n_fit_used, "n_holdout": a.holdout,
         "config": asdict(cfg), "ctx_file": a.out, "ctx_file_bytes": Path(a.out).stat().st_size,
-        "stored_values": int(np.count_nonzero(cmod.causal_mask(cm.channels, cm.kernel)) + cm.bias.size + cm.f1.size),
+        "stored_values": int(np.count_nonzero(cmod.causal_mask(cm.channels, cm.kernel)) * (1 + cm.hidden)
+                             + cm.bias.size + cm.f1.size + 2 * cm.channels * cm.hidden),
         "seconds": round(time.time() - t0, 1),
         "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads()},
         "command": "python recipes/codec_fit_context.py " + " ".join(sys.argv[1:] if argv is None else argv),

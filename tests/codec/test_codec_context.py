@@ -16,11 +16,15 @@ from megabit.fmt.mbc import FLAG_CTX, FLAG_ENTROPY, unpack_mbc
 BACKENDS = ["python"] + (["numba"] if HAVE_NUMBA else [])
 
 
-def random_model(channels: int, kernel: int, seed: int, scale: int = 400) -> cmod.ContextModel:
+def random_model(channels: int, kernel: int, seed: int, scale: int = 400, hidden: int = 0) -> cmod.ContextModel:
     rng = np.random.default_rng(seed)
-    w = rng.integers(-scale, scale + 1, (channels, channels, kernel, kernel)) * cmod.causal_mask(channels, kernel)
+    mask = cmod.causal_mask(channels, kernel)
+    w = rng.integers(-scale, scale + 1, (channels, channels, kernel, kernel)) * mask
     b = rng.integers(-3 * scale, 3 * scale + 1, (channels, 4, 4))
-    return cmod.ContextModel(w, b, cmod.freq_table(4, 16), 8, 4)
+    u = rng.integers(-scale, scale + 1, (channels, hidden, channels, kernel, kernel)) * mask[:, None]
+    ub = rng.integers(-scale, scale + 1, (channels, hidden))
+    v = rng.integers(-scale, scale + 1, (channels, hidden))
+    return cmod.ContextModel(w, b, cmod.freq_table(4, 16), 8, 4, u, ub, v)
 
 
 def smooth_maps(n: int, channels: int, side: int, seed: int) -> np.ndarray:
@@ -34,9 +38,10 @@ def smooth_maps(n: int, channels: int, side: int, seed: int) -> np.ndarray:
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(gh=st.integers(1, 4), gw=st.integers(1, 4), k=st.integers(1, 4), kernel=st.sampled_from([1, 3, 5]),
-       p=st.floats(0.0, 1.0), seed=st.integers(0, 2**31), backend=st.sampled_from(BACKENDS))
-def test_roundtrip(gh, gw, k, kernel, p, seed, backend):
-    cm = random_model(4, kernel, seed)
+       p=st.floats(0.0, 1.0), seed=st.integers(0, 2**31), backend=st.sampled_from(BACKENDS),
+       hidden=st.sampled_from([0, 0, 1, 3]))
+def test_roundtrip(gh, gw, k, kernel, p, seed, backend, hidden):
+    cm = random_model(4, kernel, seed, hidden=hidden)
     rng = np.random.default_rng(seed)
     bits = (rng.random((gh * gw, 16 * k)) < p).astype(np.uint8)
     blob = cmod.encode(bits, gh, gw, cm)
@@ -52,22 +57,30 @@ def test_layout_roundtrip():
     assert s[1, 4 + 2, 8 + 3] == 2 * bits[1 * 3 + 2, 16 + 2 * 4 + 3] - 1
 
 
-def test_sequential_logits_equal_vectorized():
+@pytest.mark.parametrize("hidden", [0, 2])
+def test_sequential_logits_equal_vectorized(hidden):
     """The decoder's per-channel logits (cross + causal self taps) are the encoder's conv logits."""
-    cm = random_model(3, 5, 1)
+    cm = random_model(3, 5, 1, hidden=hidden)
     s = cmod.code_map(np.random.default_rng(2).integers(0, 2, (12, 48)).astype(np.uint8), 3, 4)
     full = cm.all_logits(s)
     h = 2
+
+    def taps(wk, c, y, x):
+        t = 0
+        for dy in range(-h, 1):
+            for dx in range(-h, h + 1):
+                if (dy == 0 and dx >= 0) or not (0 <= y + dy < s.shape[1] and 0 <= x + dx < s.shape[2]):
+                    continue
+                t += wk[dy + h, dx + h] * s[c, y + dy, x + dx]
+        return t
+
     for c in range(3):
-        base = cm.cross_logits(s, c)
+        base, base_h = cm.cross_logits(s, c)
         for y in range(s.shape[1]):
             for x in range(s.shape[2]):
-                acc = base[y, x]
-                for dy in range(-h, 1):
-                    for dx in range(-h, h + 1):
-                        if (dy == 0 and dx >= 0) or not (0 <= y + dy < s.shape[1] and 0 <= x + dx < s.shape[2]):
-                            continue
-                        acc += cm.weight[c, c, dy + h, dx + h] * s[c, y + dy, x + dx]
+                acc = base[y, x] + taps(cm.weight[c, c], c, y, x)
+                a = [max(base_h[j, y, x] + taps(cm.hidden_weight[c, j, c], c, y, x), 0) for j in range(hidden)]
+                acc += sum(int(cm.hidden_out[c, j]) * a[j] for j in range(hidden)) >> 8
                 assert acc == full[c, y, x]
 
 
@@ -122,10 +135,22 @@ def test_corrupted_payload_is_a_value_error(pos, val, cut):
             cmod.decode(bytes(blob), 2, 3, 32, cm, backend=backend)
 
 
-def test_serialization_roundtrip():
-    cm = random_model(4, 5, 7)
+@pytest.mark.parametrize("hidden", [0, 2])
+def test_serialization_roundtrip(hidden):
+    cm = random_model(4, 5, 7, hidden=hidden)
     cm2 = cmod.ContextModel.from_bytes(cm.to_bytes())
-    assert cm2.digest() == cm.digest() and np.array_equal(cm2.weight, cm.weight)
+    assert cm2.digest() == cm.digest() and np.array_equal(cm2.weight, cm.weight) and cm2.hidden == hidden
+    assert np.array_equal(cm2.hidden_weight, cm.hidden_weight)
+    if hidden:  # a hidden layer changes the digest even with the same linear part
+        assert cmod.ContextModel(cm.weight, cm.bias, cm.f1, 8, 4).digest() != cm.digest()
+
+
+def test_fit_hidden_layer():
+    maps = smooth_maps(12, 2, 16, 1)
+    cm = cmod.fit(maps[:10], cmod.CtxConfig(iters=20, hidden=2))
+    assert cm.hidden == 2 and not np.any(cm.hidden_weight * (1 - cmod.causal_mask(2, 5))[:, None])
+    b = cmod.bits_from_map(maps[11].astype(np.int8) * 2 - 1)
+    assert np.array_equal(cmod.decode(cmod.encode(b, 4, 4, cm), 4, 4, 32, cm), b)
 
 
 # ----------------------------------------------------------------- in the codec ---

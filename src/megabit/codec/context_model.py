@@ -65,6 +65,9 @@ class CtxConfig:
     logit_range: int = 16  # logits clipped to +-16 (p in [1e-7, 1 - 1e-7] before the 16-bit table)
     iters: int = 300
     lr: float = 0.05
+    hidden: int = 0  # ReLU units per channel beside the linear part (0 = linear, the first shipped model)
+    lr_hidden: float = 0.02  # Adam learning rate of every parameter when hidden > 0
+    seed: int = 0
 
 
 def causal_mask(channels: int, kernel: int) -> np.ndarray:
@@ -87,6 +90,11 @@ class ContextModel:
     f1: np.ndarray  # int64 [2 * range * 2^step + 1]: frequency of a 1 per logit bin (f0 = 2^16 - 1 - f1)
     frac_bits: int
     step_bits: int
+    #: optional hidden layer (H units per channel, same window and mask as the linear part):
+    #: z += (sum_j v[c, j] * relu(ub[c, j] + sum u[c, j, ...] * s)) >> frac_bits
+    hidden_weight: np.ndarray | None = None  # int64 [C, H, C, k, k]
+    hidden_bias: np.ndarray | None = None  # int64 [C, H]
+    hidden_out: np.ndarray | None = None  # int64 [C, H]
 
     def __post_init__(self):
         w, b, f1 = (np.asarray(a) for a in (self.weight, self.bias, self.f1))
@@ -101,6 +109,23 @@ class ContextModel:
         if np.abs(b).max(initial=0) >= 1 << 24 or f1.min() < 1 or f1.max() > _M - 2:
             raise ValueError("context model: bias or frequency table out of range")
         self.weight, self.bias, self.f1 = (np.ascontiguousarray(a, dtype=np.int64) for a in (w, b, f1))
+        Cn, k = w.shape[0], w.shape[2]
+        if self.hidden_weight is None:
+            self.hidden_weight = np.zeros((Cn, 0, Cn, k, k), np.int64)
+            self.hidden_bias = np.zeros((Cn, 0), np.int64)
+            self.hidden_out = np.zeros((Cn, 0), np.int64)
+        u, ub, v = (np.ascontiguousarray(a, dtype=np.int64) for a in (self.hidden_weight, self.hidden_bias,
+                                                                         self.hidden_out))
+        H = u.shape[1] if u.ndim == 5 else -1
+        if u.shape != (Cn, H, Cn, k, k) or ub.shape != (Cn, H) or v.shape != (Cn, H):
+            raise ValueError(f"context model: bad hidden layer shapes {u.shape}, {ub.shape}, {v.shape}")
+        if np.any(u * (1 - causal_mask(Cn, k))[:, None]) or max(np.abs(a).max(initial=0) for a in (u, ub, v)) >= 1 << 20:
+            raise ValueError("context model: hidden weights outside the causal mask or too large")
+        self.hidden_weight, self.hidden_bias, self.hidden_out = u, ub, v
+
+    @property
+    def hidden(self) -> int:
+        return self.hidden_weight.shape[1]
 
     @property
     def channels(self) -> int:
@@ -112,15 +137,19 @@ class ContextModel:
 
     def digest(self) -> bytes:
         h = hashlib.sha256(struct.pack("<II", self.frac_bits, self.step_bits))
-        for a in (self.weight, self.bias, self.f1):
+        for a in (self.weight, self.bias, self.f1) + ((self.hidden_weight, self.hidden_bias, self.hidden_out)
+                                                      if self.hidden else ()):  # linear: the first digest
             h.update(str(a.shape).encode())
             h.update(a.astype("<i8").tobytes())
         return h.digest()[:DIGEST]
 
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()
+        extra = {} if not self.hidden else {"hidden_weight": self.hidden_weight.astype(np.int32),
+                                             "hidden_bias": self.hidden_bias.astype(np.int32),
+                                             "hidden_out": self.hidden_out.astype(np.int32)}
         np.savez_compressed(buf, weight=self.weight.astype(np.int32), bias=self.bias.astype(np.int32),
-                            f1=self.f1.astype(np.int32), frac_bits=self.frac_bits, step_bits=self.step_bits)
+                            f1=self.f1.astype(np.int32), frac_bits=self.frac_bits, step_bits=self.step_bits, **extra)
         return buf.getvalue()
 
     @classmethod
@@ -129,24 +158,30 @@ class ContextModel:
             raise ValueError("not a context model (not an npz archive)")
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as z:
-                return cls(z["weight"], z["bias"], z["f1"], int(z["frac_bits"]), int(z["step_bits"]))
+                hid = [z[n] for n in ("hidden_weight", "hidden_bias", "hidden_out")] if "hidden_weight" in z.files \
+                    else [None] * 3
+                return cls(z["weight"], z["bias"], z["f1"], int(z["frac_bits"]), int(z["step_bits"]), *hid)
         except KeyError as e:
             raise ValueError(f"not a context model (missing {e})") from None
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
             raise ValueError(f"not a context model ({type(e).__name__}: {str(e)[:80]})") from None
 
     # ---------------------------------------------------------------------- logits --
-    def cross_logits(self, s: np.ndarray, c: int) -> np.ndarray:
-        """Integer logit of channel ``c`` from the bias and the earlier channels: [Y, X] int64.
+    def cross_logits(self, s: np.ndarray, c: int) -> tuple[np.ndarray, np.ndarray]:
+        """Parts of channel ``c``'s logit known before the channel is decoded (bias + earlier
+        channels): linear [Y, X] and hidden pre-activations [H, Y, X], int64.
 
         float64 convolution of small integers: exact (every partial sum is far below 2^53)."""
         Y, X = s.shape[1:]
+        H = self.hidden
         base = np.tile(self.bias[c], (Y // GRID, X // GRID))
+        base_h = np.broadcast_to(self.hidden_bias[c][:, None, None], (H, Y, X)).copy()
         if c == 0:
-            return base
-        w = torch.from_numpy(self.weight[c : c + 1, :c].astype(np.float64))
-        z = F.conv2d(torch.from_numpy(s[None, :c].astype(np.float64)), w, padding=self.kernel // 2)
-        return base + z[0, 0].numpy().round().astype(np.int64)
+            return base, base_h
+        w = np.concatenate([self.weight[c : c + 1, :c], self.hidden_weight[c, :, :c]], 0)
+        z = F.conv2d(torch.from_numpy(s[None, :c].astype(np.float64)), torch.from_numpy(w.astype(np.float64)),
+                     padding=self.kernel // 2)[0].numpy().round().astype(np.int64)
+        return base + z[0], base_h + z[1:]
 
     def bins(self, logit: np.ndarray) -> np.ndarray:
         """Integer logits -> table rows: round to 2^-step_bits, clip to the table."""
@@ -158,11 +193,16 @@ class ContextModel:
     def all_logits(self, s: np.ndarray) -> np.ndarray:
         """Every logit of a fully known map ``s`` (+-1 int [k, Y, X]) at once: what the encoder uses."""
         k = s.shape[0]
-        h = self.kernel // 2
-        w = torch.from_numpy(self.weight[:k, :k].astype(np.float64))
-        z = F.conv2d(torch.from_numpy(s[None].astype(np.float64)), w, padding=h)[0].numpy().round().astype(np.int64)
+        H = self.hidden
         Y, X = s.shape[1:]
-        return z + np.tile(self.bias[:k], (1, Y // GRID, X // GRID))
+        w = np.concatenate([self.weight[:k, :k], self.hidden_weight[:k, :, :k].reshape(k * H, k, *self.weight.shape[2:])])
+        z = F.conv2d(torch.from_numpy(s[None].astype(np.float64)), torch.from_numpy(w.astype(np.float64)),
+                     padding=self.kernel // 2)[0].numpy().round().astype(np.int64)
+        out = z[:k] + np.tile(self.bias[:k], (1, Y // GRID, X // GRID))
+        if H:
+            a = np.maximum(z[k:].reshape(k, H, Y, X) + self.hidden_bias[:k, :, None, None], 0)
+            out += (a * self.hidden_out[:k, :, None, None]).sum(1) >> self.frac_bits
+        return out
 
 
 # --------------------------------------------------------------------- layout ---
@@ -222,15 +262,17 @@ def encode(bits: np.ndarray, gh: int, gw: int, cm: ContextModel) -> bytes:
     return cm.digest() + blob
 
 
-def _decode_channel(words, wp, x, base, wself, h, f1, sh, lim, out):
+def _decode_channel(words, wp, x, base, wself, base_h, uself, v, fb, h, f1, sh, lim, out):
     """Decode one channel in raster order; out int8 [Y, X] receives +-1.
 
-    Returns (wp, x, status): status 0 ok, 1 escape symbol (never written: corrupted payload)."""
+    ``base``/``base_h``: the linear logit and hidden pre-activations from the bias and earlier
+    channels; ``wself``/``uself``: their causal taps on this channel. Returns (wp, x, status):
+    status 0 ok, 1 escape symbol (never written: corrupted payload)."""
     Y, X = out.shape
+    H = v.shape[0]
     nw = words.shape[0]
     mask = (1 << 16) - 1
     half = (1 << sh) >> 1
-    K = 2 * h + 1
     for y in range(Y):
         for xx in range(X):
             acc = base[y, xx]
@@ -245,6 +287,24 @@ def _decode_channel(words, wp, x, base, wself, h, f1, sh, lim, out):
                     if xs < 0 or xs >= X:
                         continue
                     acc += wself[dy + h, dx + h] * out[yy, xs]
+            if H > 0:
+                hs = 0
+                for j in range(H):
+                    a = base_h[j, y, xx]
+                    for dy in range(-h, 1):
+                        yy = y + dy
+                        if yy < 0:
+                            continue
+                        for dx in range(-h, h + 1):
+                            if dy == 0 and dx >= 0:
+                                break
+                            xs = xx + dx
+                            if xs < 0 or xs >= X:
+                                continue
+                            a += uself[j, dy + h, dx + h] * out[yy, xs]
+                    if a > 0:
+                        hs += v[j] * a
+                acc += hs >> fb
             b = (acc + half) >> sh
             if b < -lim:
                 b = -lim
@@ -298,9 +358,10 @@ def decode(blob: bytes, gh: int, gw: int, R: int, cm: ContextModel, backend: str
     wp = 0
     x = np.int64(x) if fn is not _decode_channel else x
     for c in range(k):
-        base = cm.cross_logits(s, c)
+        base, base_h = cm.cross_logits(s, c)
         out = np.zeros((Y, X), np.int8)
-        wp, x, status = fn(words, wp, x, base, cm.weight[c, c], h, cm.f1, sh, lim, out)
+        wp, x, status = fn(words, wp, x, base, cm.weight[c, c], base_h, np.ascontiguousarray(cm.hidden_weight[c, :, c]),
+                           cm.hidden_out[c], cm.frac_bits, h, cm.f1, sh, lim, out)
         if status:
             raise ValueError("corrupted payload: decoded an escape symbol")
         s[c] = out
@@ -333,7 +394,14 @@ def fit(maps: np.ndarray, cfg: CtxConfig = CtxConfig(), progress: bool = False) 
     mask = torch.from_numpy(causal_mask(Cn, cfg.kernel).astype(np.float32))
     w = torch.zeros(Cn, Cn, cfg.kernel, cfg.kernel, requires_grad=True)
     b = torch.zeros(1, Cn, GRID, GRID, requires_grad=True)
-    opt = torch.optim.Adam([w, b], lr=cfg.lr)
+    H = cfg.hidden
+    g = torch.Generator().manual_seed(cfg.seed)
+    u = (0.05 * torch.randn(Cn * H, Cn, cfg.kernel, cfg.kernel, generator=g)).requires_grad_()
+    ub = torch.zeros(Cn * H, requires_grad=True)
+    v = torch.zeros(Cn, H, 1, 1, requires_grad=True)
+    mask_h = mask.repeat_interleave(H, 0)
+    lr = cfg.lr_hidden if H else cfg.lr
+    opt = torch.optim.Adam([w, b] + ([u, ub, v] if H else []), lr=lr)
     it = range(cfg.iters)
     if progress:
         from tqdm import tqdm
@@ -342,13 +410,17 @@ def fit(maps: np.ndarray, cfg: CtxConfig = CtxConfig(), progress: bool = False) 
     for i in it:
         if i == cfg.iters // 2:
             for g in opt.param_groups:
-                g["lr"] = cfg.lr / 5
+                g["lr"] = lr / 5
         opt.zero_grad()
         z = F.conv2d(s, w * mask, padding=cfg.kernel // 2) + b.repeat(1, 1, Y // GRID, X // GRID)
+        if H:
+            z = z + F.conv2d(F.relu(F.conv2d(s, u * mask_h, ub, padding=cfg.kernel // 2)), v, groups=Cn)
         loss = F.binary_cross_entropy_with_logits(z, maps)
         loss.backward()
         opt.step()
     scale = 1 << cfg.frac_bits
     wq = (w.detach() * mask * scale).round().to(torch.int64).numpy()
     bq = (b.detach()[0] * scale).round().to(torch.int64).numpy()
-    return ContextModel(wq, bq, freq_table(cfg.step_bits, cfg.logit_range), cfg.frac_bits, cfg.step_bits)
+    q = lambda t: (t.detach() * scale).round().to(torch.int64).numpy()  # noqa: E731
+    hid = [q(u * mask_h).reshape(Cn, H, Cn, cfg.kernel, cfg.kernel), q(ub).reshape(Cn, H), q(v).reshape(Cn, H)]
+    return ContextModel(wq, bq, freq_table(cfg.step_bits, cfg.logit_range), cfg.frac_bits, cfg.step_bits, *hid)
