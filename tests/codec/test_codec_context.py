@@ -193,6 +193,24 @@ def test_sidecar_and_embedded_loading(tmp_path, ctx_codec):
     (tmp_path / "m.ctx.npz").write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="m.ctx.npz"):
         load_codec(p)
+    # an alternative beside the default (MODEL.ctx-NAME.npz): chosen for encoding by name, found by
+    # digest when decoding, whichever model wrote the file
+    (tmp_path / "m.ctx.npz").write_bytes(ctx_codec.ctx.to_bytes())
+    other = random_model(ctx_codec.model.cfg.code_channels, 3, 9, scale=100, hidden=1)
+    (tmp_path / "m.ctx-small.npz").write_bytes(other.to_bytes())
+    c = load_codec(p)
+    assert list(c.ctx_alt) == ["small"] and c.ctx_alt["small"].digest() == other.digest()
+    img = np.random.default_rng(6).integers(0, 256, (40, 70, 3), dtype=np.uint8)
+    small = c.select_ctx("small")
+    assert small.ctx.digest() == other.digest() and small.ctx_alt["default"].digest() == ctx_codec.ctx.digest()
+    f_small, f_default = compress_image(img, small, 64, "ctx"), compress_image(img, c, 64, "ctx")
+    assert f_small[36:40] == other.digest() and f_default[36:40] == ctx_codec.ctx.digest()
+    ref = decompress_bytes(compress_image(img, c, 64, "raw"), c)
+    for codec in (c, small):
+        for f in (f_small, f_default):
+            assert np.array_equal(decompress_bytes(f, codec), ref)
+    with pytest.raises(ValueError, match="no context model 'nope'"):
+        c.select_ctx("nope")
     q = tmp_path / "e.pt"
     save_codec(ctx_codec.model, q, {"bit_probs": torch.from_numpy(ctx_codec.bit_probs),
                                     "ctx_model": ctx_codec.ctx.to_bytes()})

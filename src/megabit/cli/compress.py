@@ -22,6 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--search", type=int, default=0, metavar="STEPS",
                    help="encoder-side code search: STEPS decoder-guided refinement steps per patch (slow, ~1 s per "
                         "384 patches per step on one core; same format and decoder). 0 = the NQE encoder as is (default)")
+    p.add_argument("--ctx", default=None, metavar="NAME",
+                   help="context model to encode with (--entropy ctx/auto): an alternative shipped beside the model, "
+                        "e.g. 'linear' for codec-nested-v3 (small enough for the device); default: the model's default")
     return p
 
 
@@ -46,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     if not src.exists():
         raise ValueError(f"no such file or folder: {src}")
     codec = load_codec(a.model)
+    if a.ctx:
+        codec = codec.select_ctx(a.ctx)
     if src.is_dir():
         from tqdm import tqdm
 

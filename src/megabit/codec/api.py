@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from dataclasses import dataclass
@@ -46,6 +47,17 @@ class Codec:
     bit_probs: np.ndarray  # [max_bits, 6] float32
     #: optional second stage v2 (payloads name it by its own digest, so it is not in model_hash)
     ctx: cmod.ContextModel | None = None
+    #: other context models the decoder knows (payloads are matched by digest), by name
+    ctx_alt: dict = dataclasses.field(default_factory=dict)
+
+    def select_ctx(self, name: str) -> "Codec":
+        """The same codec whose encoder-side context model is the alternative ``name`` (e.g.
+        ``"linear"``, the one small enough for the device; its files decode with either)."""
+        if name not in self.ctx_alt:
+            raise ValueError(f"model {self.name} has no context model {name!r}; it has: "
+                             f"{', '.join(self.ctx_alt) or 'none besides the default'}")
+        alt = {**self.ctx_alt, "default": self.ctx} if self.ctx is not None else dict(self.ctx_alt)
+        return dataclasses.replace(self, ctx=self.ctx_alt[name], ctx_alt={k: v for k, v in alt.items() if k != name})
 
     @classmethod
     def from_model(cls, model: PatchCodec, name: str = "custom", bit_probs: np.ndarray | None = None,
@@ -94,8 +106,16 @@ def load_codec(model: str | os.PathLike | None = None) -> Codec:
         ctx = None if ctx_bytes is None else cmod.ContextModel.from_bytes(bytes(ctx_bytes))
     except ValueError as e:
         raise ValueError(f"{side if obj.get('ctx_model') is None else path}: {e}") from None
-    return Codec.from_model(m, path.stem if is_file else name, probs, CUSTOM_MODEL_ID if is_file else model_id_of(name),
-                            ctx)
+    alt = {}  # alternatives: sidecars MODEL.ctx-NAME.npz
+    for f in sorted(path.parent.glob(path.stem + ".ctx-*.npz")):
+        try:
+            alt[f.name[len(path.stem) + 5 : -4]] = cmod.ContextModel.from_bytes(f.read_bytes())
+        except ValueError as e:
+            raise ValueError(f"{f}: {e}") from None
+    c = Codec.from_model(m, path.stem if is_file else name, probs, CUSTOM_MODEL_ID if is_file else model_id_of(name),
+                         ctx)
+    c.ctx_alt = alt
+    return c
 
 
 # ----------------------------------------------------------------------------- compress ---
@@ -221,9 +241,12 @@ def decode_header_bits(data: bytes, codec: Codec) -> tuple[MbcHeader, np.ndarray
     codec.model.cfg.channels_for(h.rate_bits)
     gw, gh = h.grid
     if h.ctx_coded:
-        if codec.ctx is None:
+        models = ([codec.ctx] if codec.ctx is not None else []) + list(codec.ctx_alt.values())
+        if not models:
             raise ValueError(f"the .mbc file is context coded, but the loaded model {codec.name} has no context model")
-        bits = cmod.decode(payload, gh, gw, h.rate_bits, codec.ctx)
+        tag = bytes(payload[: cmod.DIGEST])
+        cm = next((m for m in models if m.digest() == tag), models[0])  # no match: decode names the mismatch
+        bits = cmod.decode(payload, gh, gw, h.rate_bits, cm)
     elif h.entropy_coded:
         bits = em.decode_bits(payload, gh, gw, h.rate_bits, codec.bit_probs)
     else:
