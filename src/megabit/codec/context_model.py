@@ -273,10 +273,13 @@ def _decode_channel(words, wp, x, base, wself, base_h, uself, v, fb, h, f1, sh, 
     nw = words.shape[0]
     mask = (1 << 16) - 1
     half = (1 << sh) >> 1
+    ah = np.zeros(H, np.int64)
     for y in range(Y):
         for xx in range(X):
             acc = base[y, xx]
-            for dy in range(-h, 1):
+            for j in range(H):
+                ah[j] = base_h[j, y, xx]
+            for dy in range(-h, 1):  # the causal taps on this channel, shared by both parts
                 yy = y + dy
                 if yy < 0:
                     continue
@@ -286,25 +289,15 @@ def _decode_channel(words, wp, x, base, wself, base_h, uself, v, fb, h, f1, sh, 
                     xs = xx + dx
                     if xs < 0 or xs >= X:
                         continue
-                    acc += wself[dy + h, dx + h] * out[yy, xs]
-            if H > 0:
-                hs = 0
-                for j in range(H):
-                    a = base_h[j, y, xx]
-                    for dy in range(-h, 1):
-                        yy = y + dy
-                        if yy < 0:
-                            continue
-                        for dx in range(-h, h + 1):
-                            if dy == 0 and dx >= 0:
-                                break
-                            xs = xx + dx
-                            if xs < 0 or xs >= X:
-                                continue
-                            a += uself[j, dy + h, dx + h] * out[yy, xs]
-                    if a > 0:
-                        hs += v[j] * a
-                acc += hs >> fb
+                    sv = out[yy, xs]
+                    acc += wself[dy + h, dx + h] * sv
+                    for j in range(H):
+                        ah[j] += uself[j, dy + h, dx + h] * sv
+            hs = 0
+            for j in range(H):
+                if ah[j] > 0:
+                    hs += v[j] * ah[j]
+            acc += hs >> fb
             b = (acc + half) >> sh
             if b < -lim:
                 b = -lim
