@@ -65,10 +65,7 @@ def main(argv=None) -> int:
         maps.append((cmod.code_map(bits, gh, gw) > 0).astype(np.uint8))
     n_fit = len(imgs) - a.holdout
     cfg = cmod.CtxConfig(kernel=a.kernel, iters=a.iters, hidden=a.hidden)
-    if a.fit_limit:
-        n_fit_used = min(n_fit, a.fit_limit)
-    else:
-        n_fit_used = n_fit
+    n_fit_used = min(n_fit, a.fit_limit or n_fit)
     cm = cmod.fit(np.stack(maps[:n_fit_used]), cfg, progress=True)
     atomic_write_bytes(a.out, cm.to_bytes())
     res = {"rates": {}}

@@ -30,7 +30,7 @@ from . import entropy_model as em
 from .search import SearchConfig, search_bits
 from .registry import CUSTOM_MODEL_ID, DEFAULT_MODEL, MODELS, asset_path, model_id_of
 
-__all__ = ["Codec", "load_codec", "compress_image", "SearchConfig", "decompress_bytes", "reconstruct", "compress_file",
+__all__ = ["Codec", "load_codec", "compress_image", "coded_files", "SearchConfig", "decompress_bytes", "reconstruct", "compress_file",
            "decompress_file", "ENTROPY_MODES"]
 
 ENTROPY_MODES = ("auto", "raw", "ans", "ctx")
@@ -180,18 +180,25 @@ def compress_image(img, codec: Codec, rate_bits: int = 256, entropy: str = "auto
     channels = min(max(channels, 1), 4)
     h, w = a.shape[:2]
     bits, gh, gw = encode_bits_of(np.ascontiguousarray(a), codec, rate_bits, search, progress)
+    files = coded_files(bits, gh, gw, codec, w, h, channels, rate_bits, entropy)
+    return min(files.values(), key=len)
+
+
+def coded_files(bits: np.ndarray, gh: int, gw: int, codec: Codec, width: int, height: int, channels: int,
+                rate_bits: int, entropy: str = "auto") -> dict[str, bytes]:
+    """Complete .mbc files of the same code bits, one per payload coding that ``entropy`` allows:
+    ``{"raw"|"ans"|"ctx": bytes}`` ("auto": every coding the model has)."""
     if entropy == "ctx" and codec.ctx is None:
         raise ValueError(f"model {codec.name} has no context model (entropy 'ctx'); use auto, ans or raw")
-    cands = {}  # (table-coded, context-coded) -> payload
+    payloads = {}
     if entropy in ("raw", "auto"):
-        cands[False, False] = pack_bits(bits)
+        payloads["raw"] = pack_bits(bits)
     if entropy in ("ans", "auto"):
-        cands[True, False] = em.encode_bits(bits, gh, gw, codec.bit_probs)
+        payloads["ans"] = em.encode_bits(bits, gh, gw, codec.bit_probs)
     if entropy in ("ctx", "auto") and codec.ctx is not None:
-        cands[False, True] = cmod.encode(bits, gh, gw, codec.ctx)
-    (coded, ctx), payload = min(cands.items(), key=lambda kv: len(kv[1]))
-    hdr = MbcHeader(w, h, channels, rate_bits, codec.model_id, codec.model_hash, coded, ctx_coded=ctx)
-    return pack_mbc(hdr, payload)
+        payloads["ctx"] = cmod.encode(bits, gh, gw, codec.ctx)
+    return {k: pack_mbc(MbcHeader(width, height, channels, rate_bits, codec.model_id, codec.model_hash,
+                                  entropy_coded=k == "ans", ctx_coded=k == "ctx"), p) for k, p in payloads.items()}
 
 
 # --------------------------------------------------------------------------- decompress ---

@@ -26,12 +26,12 @@ import numpy as np
 import torch
 
 from ..data.images import list_images, load_rgb, pad_to_multiple
-from ..fmt.mbc import CRC, HEADER, MbcHeader, pack_bits, pack_mbc
+from ..fmt.mbc import CRC, HEADER
 from ..models.patch_codec import PATCH
 from . import context_model as cmod
 from . import entropy_model as em
 from .anchors import available_anchors, encode_at_bpp
-from .api import Codec, _refine_tiled, _to_tensor, decode_header_bits, encode_bits_of, reconstruct
+from .api import Codec, _refine_tiled, _to_tensor, coded_files, decode_header_bits, encode_bits_of, reconstruct
 from .metrics import blockiness, ms_ssim, psnr
 from .search import SearchConfig, search_bits
 
@@ -143,18 +143,12 @@ def evaluate_codec(
                     row["no_search"] = {**_quality(img, _to_uint8(x0, h, w)),
                                         "ideal_bpp_model": round(em.ideal_bits(enc_bits, gh, gw, codec.bit_probs) / (w * h), 5),
                                         "bits_changed": round(float((enc_bits != bits).mean()), 5)}
-                hdr = MbcHeader(w, h, 3, r, codec.model_id, codec.model_hash, False)
-                raw = pack_mbc(hdr, pack_bits(bits))
-                ans = pack_mbc(MbcHeader(w, h, 3, r, codec.model_id, codec.model_hash, True),
-                               em.encode_bits(bits, gh, gw, codec.bit_probs))
-                cands = [raw, ans]
-                if codec.ctx is not None:
-                    ctx = pack_mbc(MbcHeader(w, h, 3, r, codec.model_id, codec.model_hash, ctx_coded=True),
-                                   cmod.encode(bits, gh, gw, codec.ctx))
-                    cands.append(ctx)
-                    row.update({"bpp_ctx": round(8 * len(ctx) / (w * h), 5),
+                files = coded_files(bits, gh, gw, codec, w, h, 3, r)
+                ans = files["ans"]
+                if "ctx" in files:
+                    row.update({"bpp_ctx": round(8 * len(files["ctx"]) / (w * h), 5),
                                 "ideal_bpp_ctx": round(cmod.ideal_bits(bits, gh, gw, codec.ctx) / (w * h), 5)})
-                auto = min(cands, key=len)
+                auto = min(files.values(), key=len)
                 # end to end from the bytes actually written: parse, check, entropy-decode the bits
                 _, dec_bits = decode_header_bits(auto, codec)
                 if not np.array_equal(dec_bits, bits):
