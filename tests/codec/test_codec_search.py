@@ -13,7 +13,12 @@ from megabit.codec.api import _to_tensor, compress_image, decode_header_bits, de
 from megabit.codec.search import SearchConfig, patch_mse, search_bits
 from megabit.data.images import pad_to_multiple
 
+from megabit.codec import context_model as cmod
+from megabit.codec.context_model import ideal_bits
+from megabit.codec.search import rd_cost
+
 from ..conftest import load_recipe
+from .test_codec_context import random_model
 
 
 def _smooth(h, w, seed=0):
@@ -86,6 +91,11 @@ def test_cli(tmp_path, tiny_model_file, capsys, monkeypatch):
                          "--model", str(tiny_model_file), "--search", "-2"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("megabit: error:") and not (tmp_path / "b.mbc").exists()
+    for extra in (["--rd-lambda", "0.001"], ["--search", "2", "--rd-lambda", "0.001"]):  # no search / no context model
+        assert megabit_main(["compress", str(tmp_path / "a.png"), "-o", str(tmp_path / "b.mbc"), "--rate", "0.0625",
+                             "--model", str(tiny_model_file), *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "rate-distortion search" in err[0] and not (tmp_path / "b.mbc").exists()
     # eval-codec --search pairs every row with the encoder-only result of the same image
     d = tmp_path / "ev"
     d.mkdir()
@@ -147,3 +157,64 @@ def test_search_distill_recipe_trains_only_the_encoder_and_resumes(tmp_path, tin
     argv[argv.index("--minutes") + 1] = "0.04"
     assert recipe.main(argv + ["--resume"]) == 0
     assert json.loads((out / "result.json").read_text())["steps"] > steps
+
+
+# ------------------------------------------------------------ rate-distortion search (lmbda) ---
+
+
+@pytest.fixture(scope="module")
+def rd_codec(tiny_codec):
+    import dataclasses
+
+    return dataclasses.replace(tiny_codec, ctx=random_model(tiny_codec.model.cfg.code_channels, 3, 1, scale=100, hidden=2))
+
+
+@settings(max_examples=15, deadline=None)
+@given(gh=st.integers(1, 3), gw=st.integers(1, 3), k=st.integers(1, 4), p=st.floats(0.05, 0.95),
+       seed=st.integers(0, 2**31), hidden=st.sampled_from([0, 2]))
+def test_rate_fn_is_the_code_length(gh, gw, k, p, seed, hidden):
+    """The differentiable rate equals the exact code length up to the integer rounding of the logits,
+    per patch, and has a gradient."""
+    cm = random_model(4, 3, seed % 1000, scale=100, hidden=hidden)
+    bits = (np.random.default_rng(seed).random((gh * gw, 16 * k)) < p).astype(np.uint8)
+    codes = (torch.from_numpy(bits).float().reshape(gh * gw, k, 4, 4) * 2 - 1).requires_grad_()
+    per_patch = cm.rate_fn(gh, gw)(codes)
+    assert per_patch.shape == (gh * gw,)
+    exact = [cmod.ideal_bits(bits, gh, gw, cm)]
+    assert float(per_patch.sum()) == pytest.approx(exact[0], rel=0.02, abs=0.5)
+    per_patch.sum().backward()
+    assert codes.grad is not None and torch.isfinite(codes.grad).all()
+    with pytest.raises(ValueError, match="do not match"):
+        cm.rate_fn(gh + 1, gw)(codes.detach())
+
+
+def test_rd_search_lowers_the_rd_cost(rd_codec):
+    img = _smooth(96, 128, seed=3)
+    x = _to_tensor(pad_to_multiple(img, 32))
+    b0, gh, gw = encode_bits_of(img, rd_codec, 64)
+    costs, rates = {}, {}
+    for lam in (1e-4, 1e-2):
+        b = search_bits(rd_codec, x, b0, 64, SearchConfig(steps=15, lmbda=lam))
+        costs[lam] = (rd_cost(rd_codec, x, b, 64, lam), rd_cost(rd_codec, x, b0, 64, lam))
+        rates[lam] = ideal_bits(b, gh, gw, rd_codec.ctx)
+    for lam, (after, before) in costs.items():
+        assert after <= before + 1e-9, lam
+    # the tiny decoder barely depends on its code, so both are rate-dominated: much cheaper codes
+    start = ideal_bits(b0, gh, gw, rd_codec.ctx)
+    assert max(rates.values()) < 0.8 * start
+    # the distortion-only search does not look at the rate
+    plain = search_bits(rd_codec, x, b0, 64, SearchConfig(steps=15))
+    assert ideal_bits(plain, gh, gw, rd_codec.ctx) > max(rates.values())
+
+
+def test_rd_search_roundtrip_and_errors(rd_codec, tiny_codec):
+    img = _smooth(40, 70, seed=5)
+    cfg = SearchConfig(steps=3, lmbda=1e-3)
+    bits, _, _ = encode_bits_of(img, rd_codec, 64, cfg)
+    data = compress_image(img, rd_codec, 64, "ctx", search=cfg)
+    assert np.array_equal(decode_header_bits(data, rd_codec)[1], bits)
+    with pytest.raises(ValueError, match="context model"):
+        encode_bits_of(img, tiny_codec, 64, cfg)
+    for bad in ({"steps": 0, "lmbda": 1e-3}, {"steps": 3, "lmbda": 0.0}, {"steps": 3, "lmbda": -1.0}):
+        with pytest.raises(ValueError, match="lambda"):
+            SearchConfig(**bad)

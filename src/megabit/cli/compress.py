@@ -1,4 +1,4 @@
-"""``megabit compress IMAGE|FOLDER -o OUT [--rate 0.25] [--model M] [--entropy auto|raw|ans|ctx] [--search STEPS]``."""
+"""``megabit compress IMAGE|FOLDER -o OUT [--rate 0.25] [--model M] [--entropy auto|raw|ans|ctx] [--search STEPS [--rd-lambda L]]``."""
 
 from __future__ import annotations
 
@@ -22,6 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--search", type=int, default=0, metavar="STEPS",
                    help="encoder-side code search: STEPS decoder-guided refinement steps per patch (slow, ~1 s per "
                         "384 patches per step on one core; same format and decoder). 0 = the NQE encoder as is (default)")
+    p.add_argument("--rd-lambda", type=float, default=None, metavar="L",
+                   help="with --search: rate-distortion search, minimising bpp + L * 255^2 * MSE under the context "
+                        "model (CompressAI's lambda; smaller L = fewer bits, e.g. 0.0003 .. 0.003). Default: distortion only")
     p.add_argument("--ctx", default=None, metavar="NAME",
                    help="context model to encode with (--entropy ctx/auto): an alternative shipped beside the model, "
                         "e.g. 'linear' for codec-nested-v3 (small enough for the device); default: the model's default")
@@ -44,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     rb = rate_bits(a.rate)
     from ..codec.search import SearchConfig
 
-    search = SearchConfig(steps=a.search)
+    search = SearchConfig(steps=a.search, lmbda=a.rd_lambda)
     src, dst = Path(a.input), Path(a.output)
     if not src.exists():
         raise ValueError(f"no such file or folder: {src}")

@@ -1,4 +1,4 @@
-"""``megabit eval-codec --data-root DIR [--model M] [--rates 128 256 512 | 0.125 0.25 0.5] [--json OUT] [--plot rd.png] [--search STEPS]``."""
+"""``megabit eval-codec --data-root DIR [--model M] [--rates 128 256 512 | 0.125 0.25 0.5] [--json OUT] [--plot rd.png] [--search STEPS [--rd-lambda L]]``."""
 
 from __future__ import annotations
 
@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--search", type=int, default=0, metavar="STEPS",
                    help="encoder-side code search steps (megabit.codec.search; slow). Rows then also hold the "
                         "encoder-only result of the same image (no_search). 0 = off (default)")
+    p.add_argument("--rd-lambda", type=float, default=None, metavar="L",
+                   help="with --search: rate-distortion search (bpp + L * 255^2 * MSE under the context model)")
     p.add_argument("--anchors-at-real", nargs="*", default=["jpeg", "webp"], choices=["jpeg", "webp", "avif", "heif"],
                    help="anchors also encoded at the model's real (entropy-coded) bpp of each image "
                         "(default: jpeg webp; none: pass the flag without names)")
@@ -61,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     codec = None if a.anchors_only else load_codec(a.model)
     res = evaluate_codec(a.data_root, codec, tuple(a.rates), None if a.anchors is None else tuple(a.anchors), a.limit,
                          a.anchor_cache, partial_json=a.json, extra=json.loads(a.extra) if a.extra else None, seed_cache=seed,
-                         search=SearchConfig(steps=a.search), anchors_at_real=tuple(a.anchors_at_real))
+                         search=SearchConfig(steps=a.search, lmbda=a.rd_lambda), anchors_at_real=tuple(a.anchors_at_real))
     if a.json:
         atomic_write_text(a.json, json.dumps(res, indent=1))
     if a.plot:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import struct
 import zipfile
 from dataclasses import dataclass
@@ -203,6 +204,34 @@ class ContextModel:
             a = np.maximum(z[k:].reshape(k, H, Y, X) + self.hidden_bias[:k, :, None, None], 0)
             out += (a * self.hidden_out[:k, :, None, None]).sum(1) >> self.frac_bits
         return out
+
+
+    def rate_fn(self, gh: int, gw: int):
+        """A differentiable stand-in for :func:`ideal_bits`, for the rate-distortion code search:
+        ``f(codes)`` with codes ±1 float [gh*gw, k, 4, 4] (patch order of :meth:`PatchCodec.compress`)
+        returns the code length of every patch in bits (float [gh*gw]). The same logits in float
+        (weights / 2^frac_bits, no rounding) through ``softplus``; gradients reach the codes both as
+        the coded symbols and as the context of later ones."""
+        sc = float(1 << self.frac_bits)
+        t = lambda a: torch.from_numpy(np.asarray(a, np.float32)) / sc  # noqa: E731
+        w, b, u, ub, v = (t(a) for a in (self.weight, self.bias, self.hidden_weight, self.hidden_bias,
+                                         self.hidden_out))
+        lim = ((self.f1.size - 1) // 2) / float(1 << self.step_bits)
+        H, pad = self.hidden, self.kernel // 2
+
+        def f(codes: torch.Tensor) -> torch.Tensor:
+            P, k = codes.shape[:2]
+            if P != gh * gw or k > self.channels:
+                raise ValueError(f"codes {tuple(codes.shape)} do not match {gh}x{gw} patches of <= {self.channels} channels")
+            s = codes.reshape(gh, gw, k, GRID, GRID).permute(2, 0, 3, 1, 4).reshape(1, k, gh * GRID, gw * GRID)
+            z = F.conv2d(s, w[:k, :k], padding=pad) + b[:k].repeat(1, gh, gw)[None]
+            if H:
+                a = F.relu(F.conv2d(s, u[:k, :, :k].reshape(k * H, k, *u.shape[-2:]), ub[:k].reshape(-1), padding=pad))
+                z = z + F.conv2d(a, v[:k].reshape(k, H, 1, 1), groups=k)
+            nll = F.softplus(-s * z.clamp(-lim, lim)) / math.log(2.0)
+            return nll[0].reshape(k, gh, GRID, gw, GRID).sum((0, 2, 4)).reshape(-1)
+
+        return f
 
 
 # --------------------------------------------------------------------- layout ---
