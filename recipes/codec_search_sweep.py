@@ -63,8 +63,9 @@ def real_bpp(bits, gh, gw, img):
 rows = []
 if a.lambdas:  # rate-distortion sweep
     init, lr, steps = a.grid.split()[0].split(",")
-    rows.append({"search": "none (encoder)", "bpp": round(float(np.mean([real_bpp(b[0], b[1], b[2], img) for (_, img), b
-                 in zip(imgs, base.values())])), 4), "psnr": round(float(np.mean([b[3] for b in base.values()])), 3)})
+    enc_bpp = [real_bpp(*base[name][:3], img) for name, img in imgs]
+    rows.append({"search": "none (encoder)", "bpp": round(float(np.mean(enc_bpp)), 4),
+                 "psnr": round(float(np.mean([b[3] for b in base.values()])), 3)})
     print(json.dumps(rows[-1]), flush=True)
     for lam in a.lambdas.split():
         cfg = SearchConfig(steps=int(steps), lr=float(lr), init=float(init), lmbda=None if lam == "none" else float(lam))

@@ -205,7 +205,6 @@ class ContextModel:
             out += (a * self.hidden_out[:k, :, None, None]).sum(1) >> self.frac_bits
         return out
 
-
     def rate_fn(self, gh: int, gw: int):
         """A differentiable stand-in for :func:`ideal_bits`, for the rate-distortion code search:
         ``f(codes)`` with codes ±1 float [gh*gw, k, 4, 4] (patch order of :meth:`PatchCodec.compress`)

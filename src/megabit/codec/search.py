@@ -46,11 +46,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..models.patch_codec import patchify
+from ..models.patch_codec import PATCH, patchify
 
 __all__ = ["SearchConfig", "search_bits", "search_codes", "patch_mse", "rd_cost"]
 
-PIXELS = 32 * 32  # per patch: bits / PIXELS = bpp
+PIXELS = PATCH * PATCH  # per patch: bits / PIXELS = bpp
 
 
 @dataclass(frozen=True)
@@ -144,7 +144,7 @@ def search_bits(codec, x: torch.Tensor, bits: np.ndarray, rate_bits: int, cfg: S
     tgt_all = patchify(x.float() / 255.0)
     if tgt_all.shape[0] != bits.shape[0] or bits.shape[1] != rate_bits:
         raise ValueError(f"bits {bits.shape} do not match the image's {tgt_all.shape[0]} patches x {rate_bits} bits")
-    gh, gw = x.shape[-2] // 32, x.shape[-1] // 32
+    gh, gw = x.shape[-2] // PATCH, x.shape[-1] // PATCH
     rate_fn = None
     if cfg.lmbda is not None:
         if codec.ctx is None:
@@ -167,7 +167,7 @@ def search_bits(codec, x: torch.Tensor, bits: np.ndarray, rate_bits: int, cfg: S
             best, _ = search_codes(m, tgt_all[i : i + cfg.chunk], full[:, :k], rate_bits, cfg, bar.update, rate_fn)
             out[i : i + best.shape[0]] = (best > 0).to(torch.uint8).reshape(best.shape[0], -1).numpy()
         if rate_fn is not None and rd_cost(codec, x, out, rate_bits, cfg.lmbda) > rd_cost(codec, x, bits, rate_bits, cfg.lmbda):
-            out = bits  # each patch kept its best code against its neighbours of that step: check the whole
+            out = bits  # patches kept their best code against the neighbours of that step: the whole must not be worse
     finally:
         bar.close()
         for p, r in zip(m.parameters(), req):
@@ -179,8 +179,7 @@ def search_bits(codec, x: torch.Tensor, bits: np.ndarray, rate_bits: int, cfg: S
 def rd_cost(codec, x: torch.Tensor, bits: np.ndarray, rate_bits: int, lmbda: float) -> float:
     """``bpp + lmbda * 255^2 * MSE`` of ``bits`` on the padded image ``x`` (the patch decoder's MSE,
     the context model's exact code length): what the rate-distortion search minimises."""
-    gh, gw = x.shape[-2] // 32, x.shape[-1] // 32
     from .context_model import ideal_bits
 
-    n = bits.shape[0]
-    return ideal_bits(bits, gh, gw, codec.ctx) / (n * PIXELS) + lmbda * 255.0**2 * float(patch_mse(codec, x, bits, rate_bits).mean())
+    rate = ideal_bits(bits, x.shape[-2] // PATCH, x.shape[-1] // PATCH, codec.ctx) / (bits.shape[0] * PIXELS)
+    return rate + lmbda * 255.0**2 * float(patch_mse(codec, x, bits, rate_bits).mean())
