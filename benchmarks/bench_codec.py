@@ -4,7 +4,8 @@
         [--model codec-nested] [--out results/codec_bench.json]
 
 Prints and saves the machine, library versions, trial count and median seconds per call, and the
-ratio of each codec step to the anchors' (JPEG / WebP at the same bpp, found by binary search).
+ratio of each codec step to the anchors' (JPEG / WebP / AVIF / HEIF, whichever this Pillow build has,
+at <= the same bpp, found by binary search, with the settings `eval-codec` uses), and Mpixel/s.
 Single-threaded torch (the shared 2-core machine of the project). Also times the lossless second
 stages alone on the same code bits (bit table = ``entropy_model``, context model = ``context_model``;
 numba compiled before timing), and the share of the decode they take.
@@ -18,7 +19,7 @@ import time
 import numpy as np
 import torch
 
-from megabit.codec.anchors import encode_at_bpp
+from megabit.codec.anchors import available_anchors, encode_at_bpp, load_bytes, save_bytes
 from megabit.codec import context_model as cmod
 from megabit.codec import entropy_model as em
 from megabit.codec.api import compress_image, decompress_bytes, encode_bits_of, load_codec
@@ -48,9 +49,12 @@ def main():
     img = load_rgb(a.image)
     codec = load_codec(a.model)
     data = compress_image(img, codec, a.rate)
-    bpp = 8 * len(data) / (img.shape[0] * img.shape[1])
+    n_pix = img.shape[0] * img.shape[1]
+    bpp = 8 * len(data) / n_pix
+    ctx = codec.ctx
     res = {"image": a.image, "shape": list(img.shape), "rate_bits": a.rate, "bpp": bpp, "trials": a.trials,
-           "machine": machine_info(), "model": codec.name}
+           "machine": machine_info(), "model": codec.name,
+           "ctx_model": None if ctx is None else {"hidden_units_per_channel": 0 if ctx.hidden_weight is None else int(ctx.hidden_weight.shape[1])}}
     res["mbc_encode_s"] = median_time(lambda: compress_image(img, codec, a.rate), a.trials)
     res["mbc_decode_s"] = median_time(lambda: decompress_bytes(data, codec), a.trials)
     bits, gh, gw = encode_bits_of(img, codec, a.rate)
@@ -64,23 +68,18 @@ def main():
         res[f"{name}_stage_encode_s"] = median_time(lambda: enc(bits, gh, gw, m), a.trials)
         res[f"{name}_stage_decode_s"] = median_time(lambda: dec(blob, gh, gw, a.rate, m), a.trials)
         res[f"{name}_stage_share_of_decode"] = res[f"{name}_stage_decode_s"] / res["mbc_decode_s"]
-    from PIL import Image
-
-    for name in ("jpeg", "webp"):
+    # anchors with the exact settings of `eval-codec` (megabit.codec.anchors), at <= the same bpp
+    for name in available_anchors():
         q = encode_at_bpp(img, name, bpp)["quality"]
-        fmt = {"jpeg": "JPEG", "webp": "WEBP"}[name]
-
-        def enc():
-            b = io.BytesIO()
-            Image.fromarray(img).save(b, fmt, quality=max(1, q))
-            return b.getvalue()
-
-        blob = enc()
+        blob = save_bytes(img, name, q)
         res[f"{name}_quality"] = q
-        res[f"{name}_encode_s"] = median_time(enc, a.trials)
-        res[f"{name}_decode_s"] = median_time(lambda: np.asarray(Image.open(io.BytesIO(blob)).convert("RGB")), a.trials)
+        res[f"{name}_bpp"] = 8 * len(blob) / n_pix
+        res[f"{name}_encode_s"] = median_time(lambda: save_bytes(img, name, q), a.trials)
+        res[f"{name}_decode_s"] = median_time(lambda: load_bytes(blob, name), a.trials)
         res[f"encode_ratio_vs_{name}"] = res["mbc_encode_s"] / res[f"{name}_encode_s"]
         res[f"decode_ratio_vs_{name}"] = res["mbc_decode_s"] / res[f"{name}_decode_s"]
+    for k in [k for k in res if k.endswith(("_encode_s", "_decode_s")) and "_stage_" not in k]:
+        res[k[:-2] + "_mpix_per_s"] = n_pix / 1e6 / res[k]
     print(json.dumps(res, indent=1))
     if a.out:
         atomic_write_text(a.out, json.dumps(res, indent=1))

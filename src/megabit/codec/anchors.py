@@ -24,7 +24,7 @@ __all__ = ["ANCHORS", "encode", "encode_at_bpp", "available_anchors"]
 ANCHORS = ("jpeg", "webp", "avif", "heif")
 
 
-def _save(img: np.ndarray, codec: str, q: int) -> bytes:
+def save_bytes(img: np.ndarray, codec: str, q: int) -> bytes:
     from PIL import Image
 
     im = Image.fromarray(img, "RGB")
@@ -45,7 +45,7 @@ def _save(img: np.ndarray, codec: str, q: int) -> bytes:
     return buf.getvalue()
 
 
-def _load(data: bytes, codec: str) -> np.ndarray:
+def load_bytes(data: bytes, codec: str) -> np.ndarray:
     from PIL import Image
 
     if codec == "heif":
@@ -74,9 +74,9 @@ def available_anchors() -> list[str]:
 
 
 def encode(img: np.ndarray, codec: str, quality: int) -> dict:
-    data = _save(img, codec, quality)
+    data = save_bytes(img, codec, quality)
     return {"codec": codec, "quality": quality, "bytes": len(data), "bpp": 8 * len(data) / (img.shape[0] * img.shape[1]),
-            "decoded": _load(data, codec)}
+            "decoded": load_bytes(data, codec)}
 
 
 def encode_at_bpp(img: np.ndarray, codec: str, target_bpp: float) -> dict:
@@ -86,7 +86,7 @@ def encode_at_bpp(img: np.ndarray, codec: str, target_bpp: float) -> dict:
 
     def size(q: int) -> float:
         if q not in cache:
-            cache[q] = _save(img, codec, q)
+            cache[q] = save_bytes(img, codec, q)
         return 8 * len(cache[q]) / n_pix
 
     lo, hi = 0, 100
@@ -103,4 +103,4 @@ def encode_at_bpp(img: np.ndarray, codec: str, target_bpp: float) -> dict:
         best = hi if size(hi) <= target_bpp else lo
     data = cache[best]
     return {"codec": codec, "quality": best, "bytes": len(data), "bpp": 8 * len(data) / n_pix,
-            "over_target": over, "decoded": _load(data, codec)}
+            "over_target": over, "decoded": load_bytes(data, codec)}
