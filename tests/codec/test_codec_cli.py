@@ -230,3 +230,26 @@ def test_eval_codec_rates_in_bits_or_bpp():
     for bad in ("0.3", "abc", "0", "-256"):
         with pytest.raises(SystemExit):
             p.parse_args(["--data-root", "x", "--rates", bad])
+
+
+def test_train_codec_init_stage_qat_bsn_trains_encoder_and_decoder(tmp_path, tiny_model_file, small_batches):
+    """--init-stage qat_bsn: the encoder (still BSN, still quantized) and g_s train, then the refine
+    stage; the bit table is refitted, so the model hash changes (a new model)."""
+    from megabit.codec.api import load_codec, model_hash
+
+    d = _photos(tmp_path)
+    out = tmp_path / "run"
+    args = ["--data-root", str(d), "--out", str(out), "--init", str(tiny_model_file), "--init-stage", "qat_bsn",
+            "--minutes", "5", "5", "0.01", "0.01", "--device", "cpu"]
+    assert train_codec.main(args) == 0
+    old, new = load_codec(tiny_model_file), load_codec(out / "model.pt")
+    assert new.model.cfg.quantize and new.model.cfg.norm == "bsn"
+    assert any(not torch.equal(v, new.model.g_a.state_dict()[k]) for k, v in old.model.g_a.state_dict().items())
+    assert model_hash(old.model, old.bit_probs) != model_hash(new.model, new.bit_probs)
+    res = json.loads((out / "result.json").read_text())
+    assert res["init_stage"] == "qat_bsn"
+    # the float / qat_bn minutes are skipped: the records are qat_bsn then refine
+    stages = [m["stage"] for m in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())]
+    assert stages[0] == "qat_bsn" and stages[-1] == "refine" and set(stages) == {"qat_bsn", "refine"}
+    with pytest.raises(SystemExit):
+        train_codec.main(args[:-7] + ["--init-stage", "float", "--minutes", "0", "0", "0", "0"])

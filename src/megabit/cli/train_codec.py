@@ -24,8 +24,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                    help="bf16 autocast (default: only where the CPU has native bf16)")
     p.add_argument("--init", default=None, metavar="MODEL",
-                   help="decoder-only continuation from a finished model (bundled name or model.pt): encoder frozen, "
-                        "only the REFINE minutes are used")
+                   help="continue from a finished model (bundled name or model.pt); with the default --init-stage refine "
+                        "the encoder is frozen and only the REFINE minutes are used")
+    p.add_argument("--init-stage", choices=["refine", "qat_bsn"], default="refine",
+                   help="with --init: refine (decoder only, same codes) or qat_bsn (QAT_BSN then REFINE minutes: "
+                        "encoder and decoder train, a new model) [I]")
+    p.add_argument("--lr-qat", type=float, default=0.5,
+                   help="encoder learning rate in the QAT stages, as a fraction of the float stage's 2e-3")
     p.add_argument("--init-refine", default=None, metavar="MODEL",
                    help="fresh run whose refinement module starts from MODEL's (bundled name or model.pt) [I]")
     p.add_argument("--binarize", choices=["ste", "stochastic"], default="ste",
@@ -48,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError(f"not a folder: {a.data_root}")
     tcfg = TrainCodecConfig(minutes=tuple(a.minutes), threads=a.threads, loss=a.loss, bf16=a.bf16,
                             init=a.init, lr_refine_dec=a.lr_refine_dec, device=a.device,
-                            binarize=a.binarize, init_refine=a.init_refine)
+                            binarize=a.binarize, init_refine=a.init_refine,
+                            init_stage=a.init_stage, lr_qat=a.lr_qat)
     mcfg = PatchCodecConfig.tiny() if a.tiny else PatchCodecConfig()
     res = train_codec(a.data_root, a.out, tcfg, mcfg, resume=a.resume,
                       stop_after_s=None if a.stop_after_min is None else 60 * a.stop_after_min)

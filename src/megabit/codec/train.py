@@ -71,6 +71,12 @@ class TrainCodecConfig:
     # (bundled name or model.pt; only its ``refine.*`` weights). The refinement sees aggregated
     # per-patch decodes whatever the code is, so the deblocking it learned carries over to a new encoder.
     init_refine: str | None = None
+    # [I] where a run with ``init`` starts: "refine" (decoder-only, above) or "qat_bsn" (a full
+    # continuation: the quantized BSN encoder and g_s on patches, then the refine stage; the codes,
+    # the bit table and the encoder hash change, so it is a new model). No float teacher (the
+    # shipped files hold none): the qat_bsn stage trains on MSE alone.
+    init_stage: str = "refine"
+    lr_qat: float = 0.5  # encoder learning rate in the QAT stages, as a fraction of lr (g_s: 0.3 of that)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -187,7 +193,7 @@ def _make_opt(model: PatchCodec, stage: str, tcfg: TrainCodecConfig):
                   {"params": list(model.g_s.parameters()), "lr": tcfg.lr_refine * tcfg.lr_refine_dec,
                    "base": tcfg.lr_refine * tcfg.lr_refine_dec}]
     else:
-        base = tcfg.lr if stage == "float" else tcfg.lr * 0.5
+        base = tcfg.lr if stage == "float" else tcfg.lr * tcfg.lr_qat
         dec_lr = base if stage == "float" else base * 0.3
         groups = [{"params": list(model.g_a.parameters()), "lr": base, "base": base},
                   {"params": list(model.g_s.parameters()), "lr": dec_lr, "base": dec_lr}]
@@ -208,6 +214,8 @@ def train_codec(
     torch.set_num_threads(tcfg.threads)
     if tcfg.loss not in ("mse", "ms-ssim"):
         raise ValueError(f"loss must be 'mse' or 'ms-ssim', got {tcfg.loss!r}")
+    if tcfg.init_stage not in ("refine", "qat_bsn"):
+        raise ValueError(f"init_stage must be 'refine' or 'qat_bsn', got {tcfg.init_stage!r}")
     if tcfg.binarize not in ("ste", "stochastic"):
         raise ValueError(f"binarize must be 'ste' or 'stochastic', got {tcfg.binarize!r}")
     dev = resolve_device(tcfg.device)
@@ -247,10 +255,11 @@ def train_codec(
         log(f"resumed at stage {STAGES[min(stage, len(STAGES) - 1)]} ({elapsed:.0f}s into it)")
     elif tcfg.init is not None:
         model = init_model.to(dev)
-        stage, elapsed = STAGES.index("refine"), 0.0
-        opt = _make_opt(model, "refine", tcfg)
+        stage, elapsed = STAGES.index(tcfg.init_stage), 0.0
+        opt = _make_opt(model, tcfg.init_stage, tcfg)
         atomic_write_text(out / "config.json", json.dumps({"train": tcfg.to_dict(), "model": model.cfg.to_dict()}, indent=2))
-        log(f"init from {tcfg.init}: encoder frozen, training the decoder (refine stage) only")
+        log(f"init from {tcfg.init}: encoder frozen, training the decoder (refine stage) only" if tcfg.init_stage == "refine"
+            else f"init from {tcfg.init}: continuing from stage {tcfg.init_stage} (encoder and decoder train)")
     else:
         stage, elapsed = 0, 0.0
         model = PatchCodec(mcfg.with_(quantize=False, norm="bn")).to(dev)
@@ -266,7 +275,7 @@ def train_codec(
 
     t_call = time.time()
     rates = torch.tensor(model.cfg.rates)
-    first = STAGES.index("refine") if tcfg.init is not None else 0  # stages an init run skips
+    first = STAGES.index(tcfg.init_stage) if tcfg.init is not None else 0  # stages an init run skips
     total_prev = sum(tcfg.minutes[first:stage]) * 60
     with open(out / "metrics.jsonl", "a") as mlog:
         while stage < len(STAGES):
@@ -368,18 +377,21 @@ def train_codec(
     from .entropy_model import fit_bit_probs
 
     minutes = sum(tcfg.minutes)
-    if tcfg.init is not None:  # same encoder: keep its bit table (and hence the encoder hash of its files)
+    if tcfg.init is not None:
+        minutes = sum(tcfg.minutes[first:]) + float(init_obj.get("train", {}).get("train_minutes", 0.0))
+    bit_probs = None
+    if tcfg.init is not None and tcfg.init_stage == "refine":  # same encoder: keep its bit table (and hash)
         enc0 = {k: v for k, v in init_obj["state_dict"].items() if k.startswith("g_a.")}
         if any(not torch.equal(enc0[f"g_a.{k}"], v) for k, v in model.g_a.state_dict().items()):
             raise RuntimeError("the encoder changed during a decoder-only run")
         bit_probs = init_obj.get("bit_probs")
-        minutes = tcfg.minutes[STAGES.index("refine")] + float(init_obj.get("train", {}).get("train_minutes", 0.0))
-    if tcfg.init is None or bit_probs is None:
+    if bit_probs is None:
         bit_probs = fit_bit_probs(model, train, gen)
     final = {"val_psnr": validate(model, val), "val_psnr_no_refine": validate(model, val, refine=False),
              "train_minutes": round(minutes, 2), "metrics": metrics}
     if tcfg.init is not None:
         final["init"] = str(tcfg.init)
+        final["init_stage"] = tcfg.init_stage
     save_codec(model, out / "model.pt", {"bit_probs": bit_probs, "train": {k: v for k, v in final.items() if k != "metrics"}})
     atomic_write_text(out / "result.json", json.dumps(final, indent=2))
     return final
