@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..codec.registry import DEFAULT_MODEL
+
 __all__ = ["build_parser", "main"]
 
 RATES = {"0.125": 128, "0.25": 256, "0.5": 512}
@@ -15,7 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="an image file, or a folder of images")
     p.add_argument("-o", "--output", required=True, help="output .mbc file (or folder when the input is a folder)")
     p.add_argument("--rate", default="0.25", help="bits per pixel: 0.125, 0.25 or 0.5 (default 0.25)")
-    p.add_argument("--model", default=None, help="bundled model name or model .pt file (default: codec-nested-v3)")
+    p.add_argument("--model", default=None, help=f"bundled model name or model .pt file (default: {DEFAULT_MODEL})")
     p.add_argument("--entropy", default="auto", choices=["auto", "raw", "ans", "ctx"],
                    help="raw = fixed rate; ans = rANS with the bit table; ctx = rANS with the causal context model; "
                         "auto = the smallest the model offers (default)")
@@ -27,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "model (CompressAI's lambda; smaller L = fewer bits, e.g. 0.0003 .. 0.003). Default: distortion only")
     p.add_argument("--ctx", default=None, metavar="NAME",
                    help="context model to encode with (--entropy ctx/auto): an alternative shipped beside the model, "
-                        "e.g. 'linear' for codec-nested-v3 (small enough for the device); default: the model's default")
+                        "e.g. 'linear' for the bundled models (small enough for the device); default: the model's default")
     return p
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..codec.registry import DEFAULT_MODEL
+
 __all__ = ["build_parser", "main"]
 
 
@@ -24,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Rate-distortion evaluation: bpp (real file size), PSNR, MS-SSIM, blockiness; "
                                             "JPEG/WebP/AVIF/HEIF at matched bpp; ablation without refinement.")
     p.add_argument("--data-root", required=True, help="folder of evaluation images (e.g. kodak/)")
-    p.add_argument("--model", default=None, help="bundled model name or .pt file (default: codec-nested-v3)")
+    p.add_argument("--model", default=None, help=f"bundled model name or .pt file (default: {DEFAULT_MODEL})")
     p.add_argument("--rates", type=_rate, nargs="+", default=[128, 256, 512],
                    help="bits per 32x32 patch (128 256 512), or bpp as compress --rate takes it (0.125 0.25 0.5)")
     p.add_argument("--anchors", nargs="*", default=None, help="subset of jpeg webp avif heif (default: all available)")

@@ -83,7 +83,7 @@ def model_hash(model: PatchCodec, bit_probs: np.ndarray) -> bytes:
 
 
 def load_codec(model: str | os.PathLike | None = None) -> Codec:
-    """Load a bundled model by name (default ``codec-nested-v3``) or a model file (``model.pt``)."""
+    """Load a bundled model by name (default: ``registry.DEFAULT_MODEL``) or a model file (``model.pt``)."""
     name = DEFAULT_MODEL if model is None else str(model)
     is_file = Path(name).suffix == ".pt" or os.sep in name
     path = Path(name) if is_file else asset_path(name)

@@ -10,8 +10,9 @@ __all__ = ["MODELS", "DEFAULT_MODEL", "CUSTOM_MODEL_ID", "asset_path", "model_id
 MODELS: dict[int, tuple[str, str]] = {
     1: ("codec-nested", "codec-nested.pt"),  # v2 (sessions 2+4); kept so that its .mbc files still decode
     2: ("codec-nested-v3", "codec-nested-v3.pt"),  # session 5: 68-minute float stage
+    3: ("codec-nested-v4", "codec-nested-v4.pt"),  # session 22: v3 + 75-min continuation from its BSN QAT stage
 }
-DEFAULT_MODEL = "codec-nested-v3"
+DEFAULT_MODEL = "codec-nested-v4"
 #: id written for a model loaded from a user path; its hash still identifies it
 CUSTOM_MODEL_ID = 0
 
