@@ -74,6 +74,8 @@ def test_eval_codec(tmp_path, tiny_model_file):
     assert eval_codec.main(["--data-root", str(d), "--model", str(tiny_model_file), "--rates", "32", "64",
                             "--anchors", "jpeg", "--json", str(js), "--plot", str(png)]) == 0
     r = json.loads(js.read_text())
+    # the image count (a per-image dict once shadowed the file list: n_images said 2 or 3)
+    assert r["n_images"] == r["n_images_planned"] == len(r["per_image"]["64"]) == 1 and not r["partial"]
     m = r["mean"]["64"]
     assert m["bpp_fixed"] == pytest.approx(8 * (40 + 4 * 64 // 8) / (64 * 40))
     assert {"psnr", "ms_ssim", "blockiness", "bpp_real", "no_refine", "jpeg", "jpeg@real", "webp@real"} <= set(m)

@@ -143,12 +143,12 @@ def evaluate_codec(
                     row["no_search"] = {**_quality(img, _to_uint8(x0, h, w)),
                                         "ideal_bpp_model": round(em.ideal_bits(enc_bits, gh, gw, codec.bit_probs) / (w * h), 5),
                                         "bits_changed": round(float((enc_bits != bits).mean()), 5)}
-                files = coded_files(bits, gh, gw, codec, w, h, 3, r)
-                ans = files["ans"]
-                if "ctx" in files:
-                    row.update({"bpp_ctx": round(8 * len(files["ctx"]) / (w * h), 5),
+                coded = coded_files(bits, gh, gw, codec, w, h, 3, r)
+                ans = coded["ans"]
+                if "ctx" in coded:
+                    row.update({"bpp_ctx": round(8 * len(coded["ctx"]) / (w * h), 5),
                                 "ideal_bpp_ctx": round(cmod.ideal_bits(bits, gh, gw, codec.ctx) / (w * h), 5)})
-                auto = min(files.values(), key=len)
+                auto = min(coded.values(), key=len)
                 # end to end from the bytes actually written: parse, check, entropy-decode the bits
                 _, dec_bits = decode_header_bits(auto, codec)
                 if not np.array_equal(dec_bits, bits):
