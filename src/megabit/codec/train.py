@@ -214,6 +214,8 @@ def train_codec(
     torch.set_num_threads(tcfg.threads)
     if tcfg.loss not in ("mse", "ms-ssim"):
         raise ValueError(f"loss must be 'mse' or 'ms-ssim', got {tcfg.loss!r}")
+    if not tcfg.lr_qat > 0:
+        raise ValueError(f"lr_qat must be > 0, got {tcfg.lr_qat}")
     if tcfg.init_stage not in ("refine", "qat_bsn"):
         raise ValueError(f"init_stage must be 'refine' or 'qat_bsn', got {tcfg.init_stage!r}")
     if tcfg.binarize not in ("ste", "stochastic"):
