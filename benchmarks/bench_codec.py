@@ -11,12 +11,10 @@ stages alone on the same code bits (bit table = ``entropy_model``, context model
 numba compiled before timing), and the share of the decode they take.
 """
 import argparse
-import io
 import json
 import statistics
 import time
 
-import numpy as np
 import torch
 
 from megabit.codec.anchors import available_anchors, encode_at_bpp, load_bytes, save_bytes

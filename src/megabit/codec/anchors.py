@@ -19,7 +19,7 @@ import io
 
 import numpy as np
 
-__all__ = ["ANCHORS", "encode", "encode_at_bpp", "available_anchors"]
+__all__ = ["ANCHORS", "encode", "encode_at_bpp", "available_anchors", "save_bytes", "load_bytes"]
 
 ANCHORS = ("jpeg", "webp", "avif", "heif")
 
