@@ -255,3 +255,26 @@ def test_train_codec_init_stage_qat_bsn_trains_encoder_and_decoder(tmp_path, tin
     assert stages[0] == "qat_bsn" and stages[-1] == "refine" and set(stages) == {"qat_bsn", "refine"}
     with pytest.raises(SystemExit):
         train_codec.main(args[:-7] + ["--init-stage", "float", "--minutes", "0", "0", "0", "0"])
+
+
+def test_budget_of_a_codec_counts_its_encoder_as_its_raw_packed_file(tmp_path, tiny_model_file, capsys):
+    """`megabit budget` on a codec (model.pt or its packed encoder) = the raw .mbit's weight and offset bits."""
+    from megabit.fmt.mbit import inspect_mbit, read_mbit
+    from megabit.models.patch_codec import budget
+
+    assert megabit_main(["budget", str(tiny_model_file), "--json"]) == 0
+    t = json.loads(capsys.readouterr().out)
+    cfg = torch.load(tiny_model_file, map_location="cpu", weights_only=False)["config"]
+    assert t["layers"][-1]["name"] == "code" and t["layers"][-1]["weights"] == cfg["code_channels"] * cfg["enc_layers"][-1]["out"]
+    raw = tmp_path / "enc.mbit"
+    assert megabit_main(["pack", str(tiny_model_file), "-o", str(raw), "--coder", "raw"]) == 0
+    capsys.readouterr()
+    ins = inspect_mbit(read_mbit(raw))
+    assert [r["weight_bits"] for r in t["layers"]] == [r["coded_bits"] for r in ins["layers"]]
+    offsets = sum(r["norm_bits"] for r in t["layers"]) - len(t["layers"]) * cfg["shift_bits"]
+    assert offsets == 8 * ins["norm_bytes"]  # offsets byte-aligned per layer here; the shifts sit in headers
+    # the packed file: per-layer rows of the model, total = every byte of the file
+    assert megabit_main(["budget", str(raw), "--json"]) == 0
+    f = json.loads(capsys.readouterr().out)
+    assert f["layers"] == t["layers"] and f["total_bits"] == 8 * raw.stat().st_size
+    assert f["raw_total_bits"] == t["total_bits"] == budget(read_mbit(raw).codec_config)["total_bits"]

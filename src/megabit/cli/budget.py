@@ -9,7 +9,8 @@ from pathlib import Path
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="megabit budget", description=__doc__)
-    p.add_argument("model", help="preset name (e.g. nqe-1mbit), trained .pt, run dir, or packed .mbit")
+    p.add_argument("model", help="preset name (e.g. nqe-1mbit), trained .pt, run dir, packed .mbit, "
+                   "or a patch codec (bundled name such as codec-nested-v4, or its model.pt: the edge encoder's bits)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--coder", choices=["tans", "rans", "raw"], default=None,
                    help="presets: also estimate the packed .mbit size with this coder (a random HEQ-calibrated "
@@ -25,7 +26,8 @@ def format_table(t: dict) -> str:
     lines.append(f"{'total':<10} {'':<12} {t['n_weights']:>9,} {'':>4} {'':>5} {t['weight_bits']:>12,} {'':>10} {'':>7} {t['total_bits']:>10,}")
     pct = 100 * t["total_bits"] / t["limit_bits"]
     lines.append(f"budget: {t['total_bits']:,} of {t['limit_bits']:,} bits (2^20) = {pct:.1f}% "
-                 f"-> {'fits' if t['fits'] else 'DOES NOT FIT'}; packed payload {t['packed_bytes']:,} bytes")
+                 f"-> {'fits' if t['fits'] else 'DOES NOT FIT'}"
+                 + (f"; packed payload {t['packed_bytes']:,} bytes" if "packed_bytes" in t else ""))
     return "\n".join(lines)
 
 
@@ -33,7 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     from megabit.export import budget_table
     from megabit.fmt.mbit import is_mbit
+    from megabit.cli.pack import _codec_or_none
     from megabit.models.nqe import PRESETS
+    from megabit.models.patch_codec import budget as codec_budget
 
     if a.model in PRESETS and not Path(a.model).exists():
         t = budget_table(PRESETS[a.model])
@@ -58,12 +62,15 @@ def main(argv: list[str] | None = None) -> int:
 
             return _inspect_lic(a)
         f = read_mbit(a.model)
-        t = budget_table(f.config)
+        t = codec_budget(f.codec_config) if f.kind == "patch-encoder" else budget_table(f.config)
         t["raw_total_bits"] = t["total_bits"]
         ins = inspect_mbit(f)
         # a packed file: its budget is what it occupies, every byte counted
         t.update({"source": a.model, "total_bits": ins["total_bits"], "file_bytes": ins["file_bytes"],
                   "coded_weight_bits": ins["weight_bits"], "fits": ins["fits"], "headroom_bits": (1 << 20) - ins["total_bits"]})
+    elif (codec := _codec_or_none(a.model)) is not None:  # the edge half of a patch codec: its encoder
+        t = codec_budget(codec.model)
+        t["source"] = f"patch encoder of {codec.name}"
     else:
         from megabit.hub import load_resnet, resolve_classifier
 

@@ -414,7 +414,11 @@ def budget(model: PatchCodec | PatchEncoder | PatchCodecConfig) -> dict:
     """Stored bits of the edge encoder, per layer: weight codes + BSN shift and offsets.
 
     Only the encoder counts (the decoder runs on the server). Returns
-    ``{"layers": [{"name", "weights", "weight_bits", "norm_bits", "bits"}...], "total_bits", "budget_bits", "fits"}``.
+    ``{"layers": [{"name", "weights", "weight_bits", "norm_bits", "bits"}...], "total_bits", "budget_bits", "fits"}``
+    plus the keys of the classifier's :func:`megabit.export.budget_table` (``kind``, ``bits_per_weight``,
+    ``other_bits``, ``total_bits`` per row; ``model``, ``n_weights``, ``weight_bits``, ``limit_bits``), so that ``megabit budget`` prints either with one formatter.
+    The per-layer weight bits equal the raw-coded ``.mbit`` payload of the patch encoder
+    (``megabit pack --coder raw``) and the norm bits its offsets plus the 4-bit shifts.
     """
     if isinstance(model, PatchCodec):
         model = model.g_a
@@ -427,7 +431,11 @@ def budget(model: PatchCodec | PatchEncoder | PatchCodecConfig) -> dict:
         nw = cout * (cin // g) * k * k
         b = bits_per_code(levels)
         norm_bits = cfg.shift_bits + cout * cfg.offset_bits
-        rows.append({"name": name, "weights": nw, "levels": levels, "weight_bits": nw * b, "norm_bits": norm_bits,
-                     "bits": nw * b + norm_bits})
+        kind = f"conv{k}x{k}" + (f" g{g}" if g > 1 else "")
+        rows.append({"name": name, "kind": kind, "weights": nw, "levels": levels, "bits_per_weight": b,
+                     "weight_bits": nw * b, "norm_bits": norm_bits, "other_bits": 0,
+                     "bits": nw * b + norm_bits, "total_bits": nw * b + norm_bits})
     total = sum(r["bits"] for r in rows)
-    return {"layers": rows, "total_bits": total, "budget_bits": BUDGET_BITS, "fits": total <= BUDGET_BITS}
+    return {"model": cfg.name, "layers": rows, "n_weights": sum(r["weights"] for r in rows),
+            "weight_bits": sum(r["weight_bits"] for r in rows), "total_bits": total, "budget_bits": BUDGET_BITS,
+            "limit_bits": BUDGET_BITS, "fits": total <= BUDGET_BITS}
