@@ -35,7 +35,6 @@ def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     from megabit.export import budget_table
     from megabit.fmt.mbit import is_mbit
-    from megabit.cli.pack import _codec_or_none
     from megabit.models.nqe import PRESETS
     from megabit.models.patch_codec import budget as codec_budget
 
@@ -68,21 +67,22 @@ def main(argv: list[str] | None = None) -> int:
         # a packed file: its budget is what it occupies, every byte counted
         t.update({"source": a.model, "total_bits": ins["total_bits"], "file_bytes": ins["file_bytes"],
                   "coded_weight_bits": ins["weight_bits"], "fits": ins["fits"], "headroom_bits": (1 << 20) - ins["total_bits"]})
-    elif (codec := _codec_or_none(a.model)) is not None:  # the edge half of a patch codec: its encoder
-        t = codec_budget(codec.model)
-        t["source"] = f"patch encoder of {codec.name}"
     else:
+        from megabit.codec.api import find_codec  # imported here: it is the slow import of this command
         from megabit.hub import load_resnet, resolve_classifier
 
-        resnet = load_resnet(a.model)
-        if resnet is not None:  # a Table-I ResNet model.pt: the budget of the file `megabit pack` writes
+        if (codec := find_codec(a.model)) is not None:  # the edge half of a patch codec: its encoder
+            t = codec_budget(codec.model)
+            t["source"] = f"patch encoder of {codec.name}"
+        elif (resnet := load_resnet(a.model)) is not None:  # a Table-I ResNet model.pt: the file `pack` writes
             from megabit.cli.inspect import _inspect_resnet
             from megabit.fmt.mbit_resnet import encode_resnet_mbit
 
             return _inspect_resnet(a, encode_resnet_mbit(resnet, meta={"source": str(a.model)}))
-        model, src = resolve_classifier(a.model)
-        t = budget_table(model.cfg)
-        t["source"] = src
+        else:
+            model, src = resolve_classifier(a.model)
+            t = budget_table(model.cfg)
+            t["source"] = src
     if a.json:
         print(json.dumps(t))
     else:

@@ -40,7 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     resnet = load_resnet(a.model)
     if resnet is not None:
         return _pack_resnet(resnet, a)
-    codec = _codec_or_none(a.model)
+    from megabit.codec.api import find_codec
+
+    codec = find_codec(a.model)
     if codec is not None:
         from megabit.export import IntegerPatchEncoder
 
@@ -76,34 +78,6 @@ def _is_quantized_lic(spec: str) -> bool:
     except Exception:  # noqa: BLE001 - not ours to judge here; the other loaders report it
         return False
     return isinstance(obj, dict) and obj.get("format") == QUANT_FORMAT
-
-
-def _codec_or_none(spec: str):
-    """The patch codec named by ``spec`` (bundled name or codec model.pt), else None."""
-    from pathlib import Path
-
-    from megabit.codec.registry import MODELS
-
-    names = {n for n, _ in MODELS.values()}
-    if spec in names and not Path(spec).exists():
-        from megabit.codec.api import load_codec
-
-        return load_codec(spec)
-    p = Path(spec)
-    if p.is_dir() and (p / "model.pt").is_file():
-        p = p / "model.pt"
-    if p.suffix == ".pt" and p.is_file():
-        import torch
-
-        try:
-            obj = torch.load(p, map_location="cpu", weights_only=False)
-        except Exception:  # noqa: BLE001 - not ours to judge here; the classifier loader reports it
-            return None
-        if isinstance(obj, dict) and "config" in obj and "enc_layers" in obj.get("config", {}):
-            from megabit.codec.api import load_codec
-
-            return load_codec(str(p))
-    return None
 
 
 def _pack_resnet(model, a) -> int:

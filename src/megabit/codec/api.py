@@ -30,7 +30,7 @@ from . import entropy_model as em
 from .search import SearchConfig, search_bits
 from .registry import CUSTOM_MODEL_ID, DEFAULT_MODEL, MODELS, asset_path, model_id_of
 
-__all__ = ["Codec", "load_codec", "compress_image", "coded_files", "SearchConfig", "decompress_bytes", "reconstruct", "compress_file",
+__all__ = ["Codec", "load_codec", "find_codec", "compress_image", "coded_files", "SearchConfig", "decompress_bytes", "reconstruct", "compress_file",
            "decompress_file", "ENTROPY_MODES"]
 
 ENTROPY_MODES = ("auto", "raw", "ans", "ctx")
@@ -116,6 +116,24 @@ def load_codec(model: str | os.PathLike | None = None) -> Codec:
                          ctx)
     c.ctx_alt = alt
     return c
+
+
+def find_codec(spec: str) -> Codec | None:
+    """The patch codec named by ``spec`` (bundled name, codec model.pt or its run folder), else None:
+    lets CLIs that take any model (``pack``, ``budget``) tell a codec from a classifier."""
+    if spec in {n for n, _ in MODELS.values()} and not Path(spec).exists():
+        return load_codec(spec)
+    p = Path(spec)
+    if p.is_dir() and (p / "model.pt").is_file():
+        p = p / "model.pt"
+    if p.suffix == ".pt" and p.is_file():
+        try:
+            obj = torch.load(p, map_location="cpu", weights_only=False)
+        except Exception:  # noqa: BLE001 - not ours to judge here; the classifier loader reports it
+            return None
+        if isinstance(obj, dict) and isinstance(obj.get("config"), dict) and "enc_layers" in obj["config"]:
+            return load_codec(str(p))
+    return None
 
 
 # ----------------------------------------------------------------------------- compress ---
