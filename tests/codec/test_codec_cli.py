@@ -278,3 +278,31 @@ def test_budget_of_a_codec_counts_its_encoder_as_its_raw_packed_file(tmp_path, t
     f = json.loads(capsys.readouterr().out)
     assert f["layers"] == t["layers"] and f["total_bits"] == 8 * raw.stat().st_size
     assert f["raw_total_bits"] == t["total_bits"] == budget(read_mbit(raw).codec_config)["total_bits"]
+
+
+def test_train_codec_init_adds_a_code_context_and_keeps_the_context_models(tmp_path, tiny_codec, small_batches):
+    """--init with --code-context: the decoder gains a (trained) cross-patch context module, the
+    encoder hash is unchanged (old files decode with the new model), and the init's second-stage
+    context models travel into the new model.pt, so it still compresses with --entropy ctx."""
+    from megabit.codec.api import compress_image, decompress_bytes, load_codec
+    from megabit.codec.train import save_codec
+
+    from .test_codec_context import random_model
+
+    init = tmp_path / "init.pt"
+    ctx, lin = random_model(4, 5, 1, hidden=2), random_model(4, 5, 2)
+    save_codec(tiny_codec.model, init, {"bit_probs": torch.from_numpy(tiny_codec.bit_probs),
+                                        "ctx_model": ctx.to_bytes(), "ctx_alt": {"linear": lin.to_bytes()}})
+    d, out = _photos(tmp_path), tmp_path / "run"
+    args = ["--data-root", str(d), "--out", str(out), "--init", str(init), "--minutes", "5", "5", "5", "0.01",
+            "--device", "cpu", "--code-context", "8"]
+    assert train_codec.main(args) == 0
+    old, new = load_codec(init), load_codec(out / "model.pt")
+    assert new.model.cfg.code_context == 8 and new.model_hash == old.model_hash
+    assert any(v.abs().max() > 0 for v in new.model.ctx.out.state_dict().values()), "the context module did not train"
+    assert new.ctx.digest() == ctx.digest() and new.ctx_alt["linear"].digest() == lin.digest()
+    img = np.random.default_rng(0).integers(0, 256, (40, 70, 3), dtype=np.uint8)
+    data = compress_image(img, old, 64, entropy="ctx")
+    assert decompress_bytes(data, new).shape == img.shape  # a file of the init model decodes with the new one
+    assert megabit_main(["train-codec", "--data-root", str(d), "--out", str(tmp_path / "r2"),
+                         "--code-context", "-1"]) == 2

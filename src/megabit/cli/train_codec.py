@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (GPU if available), cpu, cuda or cuda:N")
     p.add_argument("--lr-refine-dec", type=float, default=0.2,
                    help="g_s learning rate in the refine stage, as a fraction of its lr")
+    p.add_argument("--code-context", type=int, default=0, metavar="WIDTH",
+                   help="add a cross-patch code context module of this width to the decoder (fresh runs, or "
+                        "added zero-initialised to an --init model); it trains in the refine stage [I]")
     p.add_argument("--tiny", action="store_true", help="tiny model (smoke tests)")
     return p
 
@@ -54,8 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     tcfg = TrainCodecConfig(minutes=tuple(a.minutes), threads=a.threads, loss=a.loss, bf16=a.bf16,
                             init=a.init, lr_refine_dec=a.lr_refine_dec, device=a.device,
                             binarize=a.binarize, init_refine=a.init_refine,
-                            init_stage=a.init_stage, lr_qat=a.lr_qat)
-    mcfg = PatchCodecConfig.tiny() if a.tiny else PatchCodecConfig()
+                            init_stage=a.init_stage, lr_qat=a.lr_qat,
+                            code_context=a.code_context if a.init else 0)
+    if a.code_context < 0:
+        raise ValueError(f"--code-context must be >= 0, got {a.code_context}")
+    mcfg = (PatchCodecConfig.tiny() if a.tiny else PatchCodecConfig()).with_(code_context=a.code_context)
     res = train_codec(a.data_root, a.out, tcfg, mcfg, resume=a.resume,
                       stop_after_s=None if a.stop_after_min is None else 60 * a.stop_after_min)
     print(json.dumps({k: v for k, v in res.items() if k != "metrics"}, indent=1))

@@ -106,7 +106,12 @@ def load_codec(model: str | os.PathLike | None = None) -> Codec:
         ctx = None if ctx_bytes is None else cmod.ContextModel.from_bytes(bytes(ctx_bytes))
     except ValueError as e:
         raise ValueError(f"{side if obj.get('ctx_model') is None else path}: {e}") from None
-    alt = {}  # alternatives: sidecars MODEL.ctx-NAME.npz
+    alt = {}  # alternatives: inside the model file ("ctx_alt", name -> bytes) or sidecars MODEL.ctx-NAME.npz
+    for k, v in (obj.get("ctx_alt") or {}).items():
+        try:
+            alt[str(k)] = cmod.ContextModel.from_bytes(bytes(v))
+        except ValueError as e:
+            raise ValueError(f"{path}: context model {k!r}: {e}") from None
     for f in sorted(path.parent.glob(path.stem + ".ctx-*.npz")):
         try:
             alt[f.name[len(path.stem) + 5 : -4]] = cmod.ContextModel.from_bytes(f.read_bytes())
@@ -244,7 +249,7 @@ def reconstruct(bits: np.ndarray, gh: int, gw: int, rate_bits: int, codec: Codec
     m = codec.model
     P = gh * gw
     codes = m.codes_from_bits(torch.from_numpy(np.ascontiguousarray(bits)), rate_bits)
-    patches = torch.cat([m.decode_patches(codes[i : i + 512], rate_bits) for i in range(0, P, 512)], 0)
+    patches = m.decode_patches(codes, rate_bits, (1, gh, gw), chunk=512)
     from ..models.patch_codec import unpatchify
 
     x = unpatchify(patches, 1, gh, gw)

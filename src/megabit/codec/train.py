@@ -77,6 +77,10 @@ class TrainCodecConfig:
     # shipped files hold none): the qat_bsn stage trains on MSE alone.
     init_stage: str = "refine"
     lr_qat: float = 0.5  # encoder learning rate in the QAT stages, as a fraction of lr (g_s: 0.3 of that)
+    # [I] beyond the paper: a decoder-only run (init, init_stage "refine") may add a cross-patch code
+    # context module of this width (PatchCodecConfig.code_context) to the init model; it starts at
+    # zero (the init model's decode) and trains with the refinement. 0: keep the init's decoder as is.
+    code_context: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -170,6 +174,30 @@ def load_init(init: str) -> tuple[PatchCodec, dict]:
     return model, obj
 
 
+def _context_models_of(init: str) -> dict:
+    """The init model's second-stage context models (embedded or sidecars) as model-file entries."""
+    from .api import load_codec
+
+    p = Path(init)
+    c = load_codec(str(p.resolve()) if (p.suffix == ".pt" or p.is_file()) else init)  # same lookup as load_init
+    out = {}
+    if c.ctx is not None:
+        out["ctx_model"] = c.ctx.to_bytes()
+    if c.ctx_alt:
+        out["ctx_alt"] = {k: m.to_bytes() for k, m in c.ctx_alt.items()}
+    return out
+
+
+def _with_code_context(model: PatchCodec, width: int) -> PatchCodec:
+    """``model`` with a fresh (zero-output) code context module of ``width``; all else copied."""
+    if model.ctx is not None:
+        raise ValueError(f"the init model already has a code context module (width {model.cfg.code_context})")
+    new = PatchCodec(model.cfg.with_(code_context=width))
+    missing, unexpected = new.load_state_dict(model.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith("ctx.") for k in missing), (missing, unexpected)
+    return new
+
+
 def _state(stage: int, elapsed: float, model: PatchCodec, opt, teacher, metrics, tcfg) -> dict:
     return {
         "stage": stage, "elapsed": elapsed, "config": model.cfg.to_dict(), "state_dict": model.state_dict(),
@@ -189,7 +217,8 @@ def save_codec(model: PatchCodec, path: str | Path, extra: dict | None = None) -
 
 def _make_opt(model: PatchCodec, stage: str, tcfg: TrainCodecConfig):
     if stage == "refine":
-        groups = [{"params": list(model.refine.parameters()), "lr": tcfg.lr_refine, "base": tcfg.lr_refine},
+        ctx = list(model.ctx.parameters()) if model.ctx is not None else []
+        groups = [{"params": list(model.refine.parameters()) + ctx, "lr": tcfg.lr_refine, "base": tcfg.lr_refine},
                   {"params": list(model.g_s.parameters()), "lr": tcfg.lr_refine * tcfg.lr_refine_dec,
                    "base": tcfg.lr_refine * tcfg.lr_refine_dec}]
     else:
@@ -256,6 +285,8 @@ def train_codec(
         gen.manual_seed(tcfg.seed + len(metrics) + 1)
         log(f"resumed at stage {STAGES[min(stage, len(STAGES) - 1)]} ({elapsed:.0f}s into it)")
     elif tcfg.init is not None:
+        if tcfg.code_context and init_model.cfg.code_context != tcfg.code_context:
+            init_model = _with_code_context(init_model, tcfg.code_context)
         model = init_model.to(dev)
         stage, elapsed = STAGES.index(tcfg.init_stage), 0.0
         opt = _make_opt(model, tcfg.init_stage, tcfg)
@@ -307,7 +338,7 @@ def train_codec(
                     gh = gw = tcfg.crop // 32
                     with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
                         pr = r.repeat_interleave(gh * gw)
-                        xp = unpatchify(model.decode_patches(codes, pr), x.shape[0], gh, gw)
+                        xp = unpatchify(model.decode_patches(codes, pr, (x.shape[0], gh, gw)), x.shape[0], gh, gw)
                         xh = model.refine(xp.contiguous(memory_format=torch.channels_last), r.float() / model.cfg.max_bits)
                     if tcfg.loss == "ms-ssim":
                         loss = 1.0 - ms_ssim_torch(xh.float() * 255.0, x).mean()
@@ -394,6 +425,9 @@ def train_codec(
     if tcfg.init is not None:
         final["init"] = str(tcfg.init)
         final["init_stage"] = tcfg.init_stage
-    save_codec(model, out / "model.pt", {"bit_probs": bit_probs, "train": {k: v for k, v in final.items() if k != "metrics"}})
+    extra = {"bit_probs": bit_probs, "train": {k: v for k, v in final.items() if k != "metrics"}}
+    if tcfg.init is not None and tcfg.init_stage == "refine":
+        extra.update(_context_models_of(tcfg.init))  # same codes: the init's context models still fit them
+    save_codec(model, out / "model.pt", extra)
     atomic_write_text(out / "result.json", json.dumps(final, indent=2))
     return final

@@ -62,6 +62,7 @@ __all__ = [
     "PatchEncoder",
     "PatchDecoder",
     "Refiner",
+    "CodeContext",
     "PatchCodec",
     "patchify",
     "unpatchify",
@@ -98,6 +99,10 @@ class PatchCodecConfig:
     dec_channels: tuple[int, int, int, int] = (96, 64, 48, 32)  # at 4x4, 8x8, 16x16, 32x32
     refine_channels: int = 32
     refine_dilations: tuple[int, ...] = (1, 2, 4, 8, 1)
+    # [I] beyond the paper: width of a cross-patch code context module (0 = none, the paper's purely
+    # per-patch g_s). It reads the whole frame's code map and adds its features to g_s's first layer.
+    code_context: int = 0
+    code_context_dilations: tuple[int, ...] = (1, 2, 1)
     name: str = "codec-nested"
 
     # -- derived -------------------------------------------------------------------------
@@ -136,7 +141,7 @@ class PatchCodecConfig:
         if unknown:
             raise ValueError(f"unknown patch codec config fields: {sorted(unknown)}")
         d["enc_layers"] = tuple(LayerSpec(**l) for l in d["enc_layers"])
-        for k in ("rates", "dec_channels", "refine_dilations"):
+        for k in ("rates", "dec_channels", "refine_dilations", "code_context_dilations"):
             if k in d:
                 d[k] = tuple(d[k])
         return cls(**d)
@@ -296,8 +301,12 @@ class PatchDecoder(nn.Module):
         self.up = nn.Sequential(*layers)
         self.out = nn.Conv2d(c3, 3, 3, padding=1)
 
-    def forward(self, code: torch.Tensor) -> torch.Tensor:
-        return self.out(self.up(self.head(code))) + 0.5
+    def forward(self, code: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """``context``: optional [N, c0, g, g] features of :class:`CodeContext`, added after the head."""
+        h = self.head(code)
+        if context is not None:
+            h = h + context
+        return self.out(self.up(h)) + 0.5
 
 
 class _DilatedBlock(nn.Module):
@@ -308,6 +317,43 @@ class _DilatedBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.c2(F.gelu(self.c1(x)))
+
+
+def grid_position(h: int, w: int, period: int, device=None) -> torch.Tensor:
+    """[1, 4, h, w]: sin/cos of 2*pi*(y mod period)/period and of x (cell centres): where a cell sits in its patch."""
+    yy = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) * (2 * math.pi / period)
+    xx = (torch.arange(w, device=device, dtype=torch.float32) + 0.5) * (2 * math.pi / period)
+    y = yy.reshape(1, 1, h, 1).expand(1, 1, h, w)
+    x = xx.reshape(1, 1, 1, w).expand(1, 1, h, w)
+    return torch.cat([y.sin(), y.cos(), x.sin(), x.cos()], 1)
+
+
+class CodeContext(nn.Module):
+    """[I] beyond the paper: cross-patch context for the per-patch decoder, at the code's resolution.
+
+    The paper's g_s decodes each patch from its own bits; what the neighbours' codes say about the
+    shared border is only recovered later, in pixel space, by the refinement. This module reads the
+    frame's code map [N, C, g*gh, g*gw] (dropped channels zero, so it sees the rate), plus the cell's
+    place in its patch, through dilated residual blocks (receptive field 19 cells ~ 150 px for
+    (1, 2, 1)), and returns [N, c0, g*gh, g*gw] features added to g_s's first layer. Its last conv
+    starts at zero, so a model extended with it decodes exactly as before until it is trained.
+    Cheap: it runs at 1/8 resolution (~25 % of a decode's multiply-adds at width 128).
+    """
+
+    def __init__(self, cfg: PatchCodecConfig):
+        super().__init__()
+        c = cfg.code_context
+        self.grid = cfg.grid
+        self.inp = nn.Conv2d(cfg.code_channels + 4, c, 3, padding=1)
+        self.blocks = nn.Sequential(*[_DilatedBlock(c, d) for d in cfg.code_context_dilations])
+        self.out = nn.Conv2d(c, cfg.dec_channels[0], 3, padding=1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, code_map: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = code_map.shape
+        pos = grid_position(h, w, self.grid, code_map.device).to(code_map.dtype).expand(n, -1, -1, -1)
+        return self.out(self.blocks(F.gelu(self.inp(torch.cat([code_map, pos], 1)))))
 
 
 class Refiner(nn.Module):
@@ -330,11 +376,7 @@ class Refiner(nn.Module):
     @staticmethod
     def position(h: int, w: int, device=None) -> torch.Tensor:
         """[1, 4, h, w]: sin/cos of 2*pi*(y mod 32)/32 and of x (full-res pixel centres)."""
-        yy = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) * (2 * math.pi / PATCH)
-        xx = (torch.arange(w, device=device, dtype=torch.float32) + 0.5) * (2 * math.pi / PATCH)
-        y = yy.reshape(1, 1, h, 1).expand(1, 1, h, w)
-        x = xx.reshape(1, 1, 1, w).expand(1, 1, h, w)
-        return torch.cat([y.sin(), y.cos(), x.sin(), x.cos()], 1)
+        return grid_position(h, w, PATCH, device)
 
     def forward(self, x: torch.Tensor, rate_frac: torch.Tensor | float) -> torch.Tensor:
         n, _, h, w = x.shape
@@ -361,12 +403,29 @@ class PatchCodec(nn.Module):
         self.g_a = PatchEncoder(cfg)
         self.g_s = PatchDecoder(cfg)
         self.refine = Refiner(cfg)
+        self.ctx = CodeContext(cfg) if cfg.code_context > 0 else None
 
     # -- pieces --------------------------------------------------------------------------
-    def decode_patches(self, codes: torch.Tensor, rate_bits) -> torch.Tensor:
-        """codes ±1 [P, C, g, g] -> patches 0..1 [P, 3, 32, 32] (channels beyond the rate dropped)."""
+    def decode_patches(self, codes: torch.Tensor, rate_bits, grid: tuple[int, int, int] | None = None,
+                       chunk: int | None = None) -> torch.Tensor:
+        """codes ±1 [P, C, g, g] -> patches 0..1 [P, 3, 32, 32] (channels beyond the rate dropped).
+
+        ``grid`` = (n, gh, gw): the patches are n frames of gh x gw (row-major), so that the code
+        context module (if the model has one) sees each patch's neighbours; without it every patch
+        is decoded as a frame of its own. ``chunk``: run g_s on at most this many patches at a time.
+        """
         m = rate_mask(rate_bits, self.cfg, codes.shape[0], codes.device)
-        return self.g_s(codes * m)
+        codes = codes * m
+        feat = None
+        if self.ctx is not None:
+            n, gh, gw = grid if grid is not None else (codes.shape[0], 1, 1)
+            if n * gh * gw != codes.shape[0]:
+                raise ValueError(f"grid {n}x{gh}x{gw} does not match {codes.shape[0]} patches")
+            feat = patchify(self.ctx(unpatchify(codes, n, gh, gw)), self.cfg.grid)
+        if chunk is None or codes.shape[0] <= chunk:
+            return self.g_s(codes, feat)
+        return torch.cat([self.g_s(codes[i : i + chunk], None if feat is None else feat[i : i + chunk])
+                          for i in range(0, codes.shape[0], chunk)], 0)
 
     def forward(self, x: torch.Tensor, rate_bits: int | torch.Tensor | None = None, refine: bool = True) -> dict:
         """Training/eval pass. ``rate_bits``: int, or one per image; default the largest rate."""
@@ -376,7 +435,7 @@ class PatchCodec(nn.Module):
         r = torch.as_tensor(rate_bits, device=x.device).reshape(-1).expand(n)
         codes = self.g_a(patchify(x))
         pr = r.repeat_interleave(gh * gw)
-        x_patch = unpatchify(self.decode_patches(codes, pr), n, gh, gw)
+        x_patch = unpatchify(self.decode_patches(codes, pr, (n, gh, gw)), n, gh, gw)
         x_hat = self.refine(x_patch, r.float() / self.cfg.max_bits) if refine else x_patch
         half = torch.full_like(codes, 0.5)
         return {"x_hat": x_hat * 255.0, "x_patch": x_patch * 255.0, "codes": codes, "likelihoods": {"y": half}}
@@ -401,7 +460,7 @@ class PatchCodec(nn.Module):
     def decompress(self, bits: torch.Tensor, gh: int, gw: int, rate_bits: int, refine: bool = True) -> torch.Tensor:
         """Inverse of :meth:`compress`: bits [gh*gw, rate_bits] -> image [1, 3, 32gh, 32gw] 0..255 float."""
         codes = self.codes_from_bits(bits, rate_bits)
-        x = unpatchify(self.decode_patches(codes, rate_bits), 1, gh, gw)
+        x = unpatchify(self.decode_patches(codes, rate_bits, (1, gh, gw)), 1, gh, gw)
         if refine:
             x = self.refine(x, rate_bits / self.cfg.max_bits)
         return x * 255.0
