@@ -12,7 +12,10 @@ patch decoder ``g_s``, takes Adam steps on the per-patch MSE and clips ``u`` to 
 step's binary code is scored exactly (its forward pass *is* the decoded patch), and each patch keeps
 the best code seen, starting with the encoder's own: the patch decoder's MSE of the result is never
 worse than the encoder's. The loss stops at ``g_s``'s output [I] (PURENET's refinement is left out
-of the loop: it is the costly full-frame part; the final image still goes through it).
+of the loop: it is the costly full-frame part; the final image still goes through it). With a model
+that has a cross-patch code context module (``PatchCodecConfig.code_context``) the loop decodes each
+patch alone, its context computed from its own code only [I]: a proxy for the frame decode, which
+the final image still gets.
 
 Rate-distortion search (``lmbda``, [I] our addition): the same steps on ``bpp + lmbda * 255^2 *
 MSE`` per patch (CompressAI's lambda convention), the rate of a code under the codec's causal context
