@@ -149,12 +149,17 @@ def _float_to_quant(fm: PatchCodec) -> PatchCodec:
     return qm
 
 
-def load_init(init: str) -> tuple[PatchCodec, dict]:
-    """The model a decoder-only run starts from: a bundled name or a model.pt (quantized, BSN)."""
+def _init_path(init: str) -> Path:
+    """The file of an init model: a model.pt path, else a bundled name's asset."""
     from .registry import asset_path
 
     p = Path(init)
-    path = p if (p.suffix == ".pt" or p.is_file()) else asset_path(init)
+    return p if (p.suffix == ".pt" or p.is_file()) else asset_path(init)
+
+
+def load_init(init: str) -> tuple[PatchCodec, dict]:
+    """The model a decoder-only run starts from: a bundled name or a model.pt (quantized, BSN)."""
+    path = _init_path(init)
     if not path.is_file():
         raise ValueError(f"init model not found: {path}")
     try:
@@ -178,8 +183,7 @@ def _context_models_of(init: str) -> dict:
     """The init model's second-stage context models (embedded or sidecars) as model-file entries."""
     from .api import load_codec
 
-    p = Path(init)
-    c = load_codec(str(p.resolve()) if (p.suffix == ".pt" or p.is_file()) else init)  # same lookup as load_init
+    c = load_codec(str(_init_path(init).resolve()))
     out = {}
     if c.ctx is not None:
         out["ctx_model"] = c.ctx.to_bytes()

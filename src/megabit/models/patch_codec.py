@@ -422,10 +422,9 @@ class PatchCodec(nn.Module):
             if n * gh * gw != codes.shape[0]:
                 raise ValueError(f"grid {n}x{gh}x{gw} does not match {codes.shape[0]} patches")
             feat = patchify(self.ctx(unpatchify(codes, n, gh, gw)), self.cfg.grid)
-        if chunk is None or codes.shape[0] <= chunk:
-            return self.g_s(codes, feat)
-        return torch.cat([self.g_s(codes[i : i + chunk], None if feat is None else feat[i : i + chunk])
-                          for i in range(0, codes.shape[0], chunk)], 0)
+        step = chunk or codes.shape[0]
+        return torch.cat([self.g_s(codes[i : i + step], None if feat is None else feat[i : i + step])
+                          for i in range(0, codes.shape[0], step)], 0)
 
     def forward(self, x: torch.Tensor, rate_bits: int | torch.Tensor | None = None, refine: bool = True) -> dict:
         """Training/eval pass. ``rate_bits``: int, or one per image; default the largest rate."""
