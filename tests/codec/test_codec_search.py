@@ -63,7 +63,7 @@ def test_search_roundtrip(tiny_codec, h, w, rate, steps, entropy, seed):
     img = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
     bits, _, _ = encode_bits_of(img, tiny_codec, rate, steps)
     data = compress_image(img, tiny_codec, rate, entropy, search=steps)
-    _, dec = decode_header_bits(data, tiny_codec)
+    _, dec, _ = decode_header_bits(data, tiny_codec)
     assert np.array_equal(dec, bits)
     assert decompress_bytes(data, tiny_codec).shape == (h, w, 3)
 

@@ -1,4 +1,4 @@
-"""``megabit compress IMAGE|FOLDER -o OUT [--rate 0.25] [--model M] [--entropy auto|raw|ans|ctx] [--search STEPS [--rd-lambda L]]``."""
+"""``megabit compress IMAGE|FOLDER -o OUT [--rate 0.25 | --bpp X] [--model M] [--entropy auto|raw|ans|ctx] [--search STEPS [--rd-lambda L]]``."""
 
 from __future__ import annotations
 
@@ -16,7 +16,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="megabit compress", description="Compress images to .mbc bitstreams with the patch codec.")
     p.add_argument("input", help="an image file, or a folder of images")
     p.add_argument("-o", "--output", required=True, help="output .mbc file (or folder when the input is a folder)")
-    p.add_argument("--rate", default="0.25", help="bits per pixel: 0.125, 0.25 or 0.5 (default 0.25)")
+    p.add_argument("--rate", default=None, help="fixed rate, bits per pixel: 0.125, 0.25 or 0.5 (default 0.25)")
+    p.add_argument("--bpp", type=float, default=None, metavar="X",
+                   help="adaptive rate instead of --rate: a rate per 32x32 patch (0.125/0.25/0.5), chosen so the file "
+                        "has at most X bits per pixel, header included (rate control; ~4 decodes of the image on the "
+                        "sender; coded raw or with the context model)")
     p.add_argument("--model", default=None, help=f"bundled model name or model .pt file (default: {DEFAULT_MODEL})")
     p.add_argument("--entropy", default="auto", choices=["auto", "raw", "ans", "ctx"],
                    help="raw = fixed rate; ans = rANS with the bit table; ctx = rANS with the causal context model; "
@@ -46,7 +50,15 @@ def main(argv: list[str] | None = None) -> int:
     from ..codec.api import compress_file, load_codec
     from ..data.images import list_images
 
-    rb = rate_bits(a.rate)
+    if a.bpp is not None and a.rate is not None:
+        raise ValueError("give --rate (fixed) or --bpp (adaptive), not both")
+    if a.bpp is not None and not (a.bpp > 0 and a.bpp < float("inf")):
+        raise ValueError(f"--bpp must be a positive number, got {a.bpp}")
+    if a.bpp is not None and a.search:
+        raise ValueError("--search and --bpp cannot be combined")
+    if a.bpp is not None and a.entropy == "ans":
+        raise ValueError("--bpp files are coded raw or with the context model (--entropy auto, raw or ctx), not ans")
+    rb = rate_bits(a.rate or "0.25")
     from ..codec.search import SearchConfig
 
     search = SearchConfig(steps=a.search, lmbda=a.rd_lambda)
@@ -63,9 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         dst.mkdir(parents=True, exist_ok=True)
         total = 0
         for f in tqdm(files, desc="compress", unit="img"):
-            total += compress_file(f, dst / (f.stem + ".mbc"), codec, rb, a.entropy, search)
+            total += compress_file(f, dst / (f.stem + ".mbc"), codec, rb, a.entropy, search, bpp=a.bpp)
         print(f"{len(files)} images -> {dst} ({total} bytes)")
     else:
-        n = compress_file(src, dst, codec, rb, a.entropy, search, progress=True)
+        n = compress_file(src, dst, codec, rb, a.entropy, search, progress=True, bpp=a.bpp)
         print(f"{src} -> {dst} ({n} bytes)")
     return 0

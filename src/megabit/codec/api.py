@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.images import load_rgb, pad_to_multiple
-from ..fmt.mbc import MbcHeader, pack_bits, pack_mbc, unpack_bits, unpack_mbc
+from ..fmt.mbc import MbcHeader, pack_bits, pack_levels, pack_mbc, unpack_bits, unpack_levels, unpack_mbc
 from ..models.patch_codec import PATCH, PatchCodec, PatchCodecConfig
 from ..utils import atomic_write_bytes
 from . import context_model as cmod
@@ -169,15 +169,19 @@ def encode_bits_of(img: np.ndarray, codec: Codec, rate_bits: int,
 
 
 def compress_image(img, codec: Codec, rate_bits: int = 256, entropy: str = "auto",
-                   search: SearchConfig | int | None = None, progress: bool = False) -> bytes:
+                   search: SearchConfig | int | None = None, progress: bool = False, bpp: float | None = None) -> bytes:
     """Image (path, PIL image or uint8 [H, W, 3|1|4] array) -> .mbc bytes.
 
     ``entropy``: "raw" = fixed rate (packed bits), "ans" = rANS with the model's bit table,
     "ctx" = rANS with the model's causal context model, "auto" = the smallest of those the model has. ``search``: encoder-side code search steps (0/None = off;
-    the file format and the decoder are the same either way).
+    the file format and the decoder are the same either way). ``bpp``: adaptive rate instead of
+    ``rate_bits``: a rate per patch, chosen so the file has at most this many bits per pixel
+    (:mod:`megabit.codec.ratecontrol`; not with ``search``).
     """
     if entropy not in ENTROPY_MODES:
         raise ValueError(f"entropy must be one of {ENTROPY_MODES}, got {entropy!r}")
+    if bpp is not None and (search.steps if isinstance(search, SearchConfig) else search):
+        raise ValueError("the code search and the adaptive rate (bpp) cannot be combined")
     channels = 3
     if isinstance(img, np.ndarray):
         a = img
@@ -202,59 +206,83 @@ def compress_image(img, codec: Codec, rate_bits: int = 256, entropy: str = "auto
             a, channels = load_rgb(im), len(im.getbands())
     channels = min(max(channels, 1), 4)
     h, w = a.shape[:2]
+    if bpp is not None:
+        from .ratecontrol import compress_adaptive
+
+        return compress_adaptive(np.ascontiguousarray(a), codec, bpp, channels, entropy)
     bits, gh, gw = encode_bits_of(np.ascontiguousarray(a), codec, rate_bits, search, progress)
     files = coded_files(bits, gh, gw, codec, w, h, channels, rate_bits, entropy)
     return min(files.values(), key=len)
 
 
 def coded_files(bits: np.ndarray, gh: int, gw: int, codec: Codec, width: int, height: int, channels: int,
-                rate_bits: int, entropy: str = "auto") -> dict[str, bytes]:
+                rate_bits: int, entropy: str = "auto", patch_rates: np.ndarray | None = None) -> dict[str, bytes]:
     """Complete .mbc files of the same code bits, one per payload coding that ``entropy`` allows:
-    ``{"raw"|"ans"|"ctx": bytes}`` ("auto": every coding the model has)."""
+    ``{"raw"|"ans"|"ctx": bytes}`` ("auto": every coding the model has).
+
+    ``patch_rates`` ([P], each one of the model's rates, max = ``rate_bits``): an adaptive-rate
+    file; its payload is the rate map, then each patch's first ``patch_rates[p]`` bits (raw) or the
+    context-coded map of those bits (no bit-table coding)."""
     if entropy == "ctx" and codec.ctx is None:
         raise ValueError(f"model {codec.name} has no context model (entropy 'ctx'); use auto, ans or raw")
+    head = b""
+    if patch_rates is not None:
+        rates = sorted(codec.model.cfg.rates)
+        pr = np.asarray(patch_rates, np.int64).reshape(-1)
+        if pr.size != gh * gw or not np.isin(pr, rates).all() or pr.max() != rate_bits:
+            raise ValueError(f"patch rates must be {gh * gw} of the model's rates {rates}, the largest = {rate_bits}")
+        if entropy == "ans":
+            raise ValueError("an adaptive-rate file is coded raw or with the context model, not with the bit table")
+        head = pack_levels(np.searchsorted(rates, pr))
     payloads = {}
     if entropy in ("raw", "auto"):
-        payloads["raw"] = pack_bits(bits)
-    if entropy in ("ans", "auto"):
+        payloads["raw"] = pack_bits(bits) if patch_rates is None else pack_bits(bits[np.arange(rate_bits)[None] < pr[:, None]])
+    if entropy in ("ans", "auto") and patch_rates is None:
         payloads["ans"] = em.encode_bits(bits, gh, gw, codec.bit_probs)
     if entropy in ("ctx", "auto") and codec.ctx is not None:
-        payloads["ctx"] = cmod.encode(bits, gh, gw, codec.ctx)
+        payloads["ctx"] = cmod.encode(bits, gh, gw, codec.ctx, patch_rates)
     return {k: pack_mbc(MbcHeader(width, height, channels, rate_bits, codec.model_id, codec.model_hash,
-                                  entropy_coded=k == "ans", ctx_coded=k == "ctx"), p) for k, p in payloads.items()}
+                                  entropy_coded=k == "ans", ctx_coded=k == "ctx", adaptive=patch_rates is not None),
+                        head + p) for k, p in payloads.items()}
 
 
 # --------------------------------------------------------------------------- decompress ---
 
 
-def _refine_tiled(model: PatchCodec, x: torch.Tensor, rate_frac: float, tile: int = 512, margin: int = 64) -> torch.Tensor:
-    """Refinement on overlapping tiles (origins on the 32-pixel grid, so the position code agrees)."""
+def _refine_tiled(model: PatchCodec, x: torch.Tensor, rate_frac, tile: int = 512, margin: int = 64) -> torch.Tensor:
+    """Refinement on overlapping tiles (origins on the 32-pixel grid, so the position code agrees).
+    ``rate_frac``: a number, or a per-patch map [1, 1, gh, gw] (adaptive rate)."""
     _, _, H, W = x.shape
     if H * W <= 1024 * 1024:
         return model.refine(x, rate_frac)
+    per_patch = isinstance(rate_frac, torch.Tensor) and rate_frac.dim() == 4
     out = torch.empty_like(x)
     for y0 in range(0, H, tile):
         for x0 in range(0, W, tile):
             ya, xa = max(0, y0 - margin), max(0, x0 - margin)
             yb, xb = min(H, y0 + tile + margin), min(W, x0 + tile + margin)
-            r = model.refine(x[:, :, ya:yb, xa:xb], rate_frac)
+            rf = rate_frac[:, :, ya // PATCH : yb // PATCH, xa // PATCH : xb // PATCH] if per_patch else rate_frac
+            r = model.refine(x[:, :, ya:yb, xa:xb], rf)
             out[:, :, y0 : min(H, y0 + tile), x0 : min(W, x0 + tile)] = r[:, :, y0 - ya : y0 - ya + min(tile, H - y0),
                                                                           x0 - xa : x0 - xa + min(tile, W - x0)]
     return out
 
 
 @torch.no_grad()
-def reconstruct(bits: np.ndarray, gh: int, gw: int, rate_bits: int, codec: Codec, refine: bool = True) -> torch.Tensor:
-    """Code bits -> float image [1, 3, 32gh, 32gw] on 0..255 (PURENET: g_s per patch, tile, refine)."""
-    m = codec.model
-    P = gh * gw
-    codes = m.codes_from_bits(torch.from_numpy(np.ascontiguousarray(bits)), rate_bits)
-    patches = m.decode_patches(codes, rate_bits, (1, gh, gw), chunk=512)
+def reconstruct(bits: np.ndarray, gh: int, gw: int, rate_bits: int, codec: Codec, refine: bool = True,
+                patch_rates: np.ndarray | None = None) -> torch.Tensor:
+    """Code bits -> float image [1, 3, 32gh, 32gw] on 0..255 (PURENET: g_s per patch, tile, refine).
+    ``patch_rates``: an adaptive file's rate per patch (``rate_bits`` is then their largest)."""
     from ..models.patch_codec import unpatchify
 
+    m = codec.model
+    codes = m.codes_from_bits(torch.from_numpy(np.ascontiguousarray(bits)), rate_bits)
+    r = rate_bits if patch_rates is None else torch.as_tensor(np.asarray(patch_rates, np.int64))
+    patches = m.decode_patches(codes, r, (1, gh, gw), chunk=512)
     x = unpatchify(patches, 1, gh, gw)
     if refine:
-        x = _refine_tiled(m, x, rate_bits / m.cfg.max_bits)
+        frac = rate_bits / m.cfg.max_bits if patch_rates is None else (r.float() / m.cfg.max_bits).reshape(1, 1, gh, gw)
+        x = _refine_tiled(m, x, frac)
     return x * 255.0
 
 
@@ -265,23 +293,36 @@ def _check_model(h: MbcHeader, codec: Codec) -> None:
                          f"{codec.name} (hash {codec.model_hash.hex()})")
 
 
-def decode_header_bits(data: bytes, codec: Codec) -> tuple[MbcHeader, np.ndarray]:
+def decode_header_bits(data: bytes, codec: Codec) -> tuple[MbcHeader, np.ndarray, np.ndarray | None]:
+    """.mbc bytes -> (header, code bits [P, rate], rate per patch of an adaptive file or None)."""
     h, payload = unpack_mbc(data)
     _check_model(h, codec)
     codec.model.cfg.channels_for(h.rate_bits)
     gw, gh = h.grid
+    pr = None
+    if h.adaptive:
+        rates = sorted(codec.model.cfg.rates)
+        lv = unpack_levels(payload[: h.level_map_bytes], h.n_patches)
+        if lv.max() >= len(rates) or rates[int(lv.max())] != h.rate_bits:
+            raise ValueError("corrupted .mbc: the rate map names rates the header or the model does not have")
+        pr = np.asarray(rates, np.int64)[lv]
+        payload = payload[h.level_map_bytes :]
     if h.ctx_coded:
         models = ([codec.ctx] if codec.ctx is not None else []) + list(codec.ctx_alt.values())
         if not models:
             raise ValueError(f"the .mbc file is context coded, but the loaded model {codec.name} has no context model")
         tag = bytes(payload[: cmod.DIGEST])
         cm = next((m for m in models if m.digest() == tag), models[0])  # no match: decode names the mismatch
-        bits = cmod.decode(payload, gh, gw, h.rate_bits, cm)
+        bits = cmod.decode(payload, gh, gw, h.rate_bits, cm, patch_rates=pr)
     elif h.entropy_coded:
         bits = em.decode_bits(payload, gh, gw, h.rate_bits, codec.bit_probs)
+    elif pr is not None:
+        keep = np.arange(h.rate_bits)[None] < pr[:, None]
+        bits = np.zeros((h.n_patches, h.rate_bits), np.uint8)
+        bits[keep] = unpack_bits(payload, 1, int(keep.sum()))[0]
     else:
         bits = unpack_bits(payload, h.n_patches, h.rate_bits)
-    return h, bits
+    return h, bits, pr
 
 
 def decompress_bytes(data: bytes, codec: Codec | None = None, refine: bool = True) -> np.ndarray:
@@ -292,18 +333,19 @@ def decompress_bytes(data: bytes, codec: Codec | None = None, refine: bool = Tru
         if h.model_id not in MODELS:
             raise ValueError(f"the .mbc file needs a model file (model id {h.model_id}); pass --model")
         codec = load_codec(MODELS[h.model_id][0])
-    h, bits = decode_header_bits(data, codec)
+    h, bits, pr = decode_header_bits(data, codec)
     gw, gh = h.grid
-    x = reconstruct(bits, gh, gw, h.rate_bits, codec, refine)
+    x = reconstruct(bits, gh, gw, h.rate_bits, codec, refine, pr)
     img = x[0, :, : h.height, : h.width].round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0)
     return np.ascontiguousarray(img.numpy())
 
 
 def compress_file(src: str | os.PathLike, dst: str | os.PathLike, codec: Codec, rate_bits: int = 256,
-                  entropy: str = "auto", search: SearchConfig | int | None = None, progress: bool = False) -> int:
+                  entropy: str = "auto", search: SearchConfig | int | None = None, progress: bool = False,
+                  bpp: float | None = None) -> int:
     """Compress one image file to a .mbc file (atomic write). Returns the file size in bytes.
-    ``progress``: a bar for the code search (if any)."""
-    data = compress_image(Path(src), codec, rate_bits, entropy, search, progress)
+    ``progress``: a bar for the code search (if any). ``bpp``: adaptive rate (see :func:`compress_image`)."""
+    data = compress_image(Path(src), codec, rate_bits, entropy, search, progress, bpp)
     atomic_write_bytes(dst, data)
     return len(data)
 

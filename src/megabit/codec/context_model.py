@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from ..entropy import _common as C
 
 __all__ = ["CtxConfig", "ContextModel", "fit", "encode", "decode", "ideal_bits", "code_map", "bits_from_map",
-           "causal_mask"]
+           "causal_mask", "present_map"]
 
 GRID = 4  # code positions per patch side
 PRECISION = 16
@@ -275,23 +275,44 @@ def _check_rate(cm: ContextModel, R: int) -> int:
     return k
 
 
-def encode(bits: np.ndarray, gh: int, gw: int, cm: ContextModel) -> bytes:
-    """uint8 0/1 [gh*gw, R] -> ``digest (4 B) | rANS payload`` (channel-major, raster order)."""
+def present_map(patch_rates: np.ndarray | None, k: int, gh: int, gw: int) -> np.ndarray | None:
+    """Adaptive rate: bool [k, 4gh, 4gw], True where channel c is sent (c < rate_p / 16 of its patch);
+    None for a fixed rate (every position sent)."""
+    if patch_rates is None:
+        return None
+    kp = np.asarray(patch_rates, np.int64).reshape(gh, gw) // (GRID * GRID)
+    kmap = np.repeat(np.repeat(kp, GRID, 0), GRID, 1)
+    return np.arange(k)[:, None, None] < kmap[None]
+
+
+def encode(bits: np.ndarray, gh: int, gw: int, cm: ContextModel, patch_rates: np.ndarray | None = None) -> bytes:
+    """uint8 0/1 [gh*gw, R] -> ``digest (4 B) | rANS payload`` (channel-major, raster order).
+
+    ``patch_rates`` (adaptive rate, [gh*gw] bits per patch <= R): only the first ``rate_p / 16``
+    channels of patch p are coded; the others are 0 ("not sent") in every later bit's context, as
+    the decoder sees them. [I] the model itself is the fixed-rate one (fitted on full maps)."""
     from ..entropy import encode_with_cdfs
 
     bits = np.asarray(bits, np.uint8)
     k = _check_rate(cm, bits.shape[1])
     s = code_map(bits, gh, gw)
-    idx = cm.bins(cm.all_logits(s)).reshape(-1)
+    keep = present_map(patch_rates, k, gh, gw)
+    if keep is not None:
+        s = s * keep
+    idx = cm.bins(cm.all_logits(s))
+    sym = (s > 0).astype(np.int32)
+    if keep is not None:
+        idx, sym = idx[keep], sym[keep]
     tab = _cdf_rows(cm.f1)
     n = tab.shape[0]
-    blob = encode_with_cdfs((s.reshape(-1) > 0).astype(np.int32), idx, tab, np.full(n, 4), np.zeros(n, np.int64),
+    blob = encode_with_cdfs(sym.reshape(-1), idx.reshape(-1), tab, np.full(n, 4), np.zeros(n, np.int64),
                             precision=PRECISION)
     return cm.digest() + blob
 
 
-def _decode_channel(words, wp, x, base, wself, base_h, uself, v, fb, h, f1, sh, lim, out):
-    """Decode one channel in raster order; out int8 [Y, X] receives +-1.
+def _decode_channel(words, wp, x, base, wself, base_h, uself, v, fb, h, f1, sh, lim, present, out):
+    """Decode one channel in raster order; out int8 [Y, X] receives +-1 where ``present`` (uint8
+    [Y, X]) is 1 and stays 0 elsewhere (not sent).
 
     ``base``/``base_h``: the linear logit and hidden pre-activations from the bias and earlier
     channels; ``wself``/``uself``: their causal taps on this channel. Returns (wp, x, status):
@@ -304,6 +325,8 @@ def _decode_channel(words, wp, x, base, wself, base_h, uself, v, fb, h, f1, sh, 
     ah = np.zeros(H, np.int64)
     for y in range(Y):
         for xx in range(X):
+            if present[y, xx] == 0:
+                continue
             acc = base[y, xx]
             for j in range(H):
                 ah[j] = base_h[j, y, xx]
@@ -354,9 +377,11 @@ def _decode_channel(words, wp, x, base, wself, base_h, uself, v, fb, h, f1, sh, 
 _decode_channel_nb = C.jit(_decode_channel)
 
 
-def decode(blob: bytes, gh: int, gw: int, R: int, cm: ContextModel, backend: str | None = None) -> np.ndarray:
+def decode(blob: bytes, gh: int, gw: int, R: int, cm: ContextModel, backend: str | None = None,
+           patch_rates: np.ndarray | None = None) -> np.ndarray:
     """Inverse of :func:`encode`. Raises ValueError on a payload of another model or a corrupted one.
-    ``backend``: None (numba if installed), "numba" or "python" (same results, the latter slower)."""
+    ``backend``: None (numba if installed), "numba" or "python" (same results, the latter slower).
+    ``patch_rates``: the adaptive file's rate per patch (bits beyond a patch's rate come back 0)."""
     from ..entropy.rans import MAGIC_CDF
 
     k = _check_rate(cm, R)
@@ -365,7 +390,10 @@ def decode(blob: bytes, gh: int, gw: int, R: int, cm: ContextModel, backend: str
         raise ValueError("the .mbc payload was coded with a different context model than the loaded one")
     log, K, n, nw, body = C.unpack_header(blob[DIGEST:], MAGIC_CDF, True)
     Y, X = GRID * gh, GRID * gw
-    if log != PRECISION or K != 1 or n != k * Y * X or len(body) != 8 + 4 * nw:
+    keep = present_map(patch_rates, k, gh, gw)
+    if keep is None:
+        keep = np.ones((k, Y, X), bool)
+    if log != PRECISION or K != 1 or n != int(keep.sum()) or len(body) != 8 + 4 * nw:
         raise ValueError("corrupted payload: context-coded block does not match the image")
     x = int(np.frombuffer(body[:8], "<u8")[0])
     if not _L <= x < 1 << 63:
@@ -382,7 +410,7 @@ def decode(blob: bytes, gh: int, gw: int, R: int, cm: ContextModel, backend: str
         base, base_h = cm.cross_logits(s, c)
         out = np.zeros((Y, X), np.int8)
         wp, x, status = fn(words, wp, x, base, cm.weight[c, c], base_h, np.ascontiguousarray(cm.hidden_weight[c, :, c]),
-                           cm.hidden_out[c], cm.frac_bits, h, cm.f1, sh, lim, out)
+                           cm.hidden_out[c], cm.frac_bits, h, cm.f1, sh, lim, keep[c].astype(np.uint8), out)
         if status:
             raise ValueError("corrupted payload: decoded an escape symbol")
         s[c] = out

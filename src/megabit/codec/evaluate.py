@@ -150,7 +150,7 @@ def evaluate_codec(
                                 "ideal_bpp_ctx": round(cmod.ideal_bits(bits, gh, gw, codec.ctx) / (w * h), 5)})
                 auto = min(coded.values(), key=len)
                 # end to end from the bytes actually written: parse, check, entropy-decode the bits
-                _, dec_bits = decode_header_bits(auto, codec)
+                _, dec_bits, _ = decode_header_bits(auto, codec)
                 if not np.array_equal(dec_bits, bits):
                     raise RuntimeError(f"bitstream round trip failed on {f.name}")
                 xp = reconstruct(dec_bits, gh, gw, r, codec, refine=False)  # PURENET without refinement

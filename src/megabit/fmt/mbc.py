@@ -6,12 +6,13 @@ All integers little-endian. Layout::
       0     4  magic b"MBCF"
       4     1  version (1)
       5     1  flags: bit 0 = entropy coded (two rANS passes, bit table), bit 1 = context coded
-               (causal context model, one rANS pass); at most one of the two; other bits 0
+               (causal context model, one rANS pass); at most one of the two; bit 2 = adaptive
+               rate (a rate per patch; not with bit 0); other bits 0
       6     1  channels of the source image (1 gray, 2 gray+alpha, 3 RGB, 4 RGBA); output is RGB
       7     1  patch size (32)
       8     4  width  u32 (source image, pixels)
      12     4  height u32
-     16     2  rate: code bits per patch u16 (128 / 256 / 512)
+     16     2  rate: code bits per patch u16 (128 / 256 / 512); adaptive: the largest patch rate
      18     2  model id u16 (table in megabit.codec.registry; 0 = a model file given by path)
      20     8  model hash: sha256(encoder weights + bit-probability table)[:8]
      28     2  grid width  u16 = ceil(width / patch)
@@ -19,7 +20,9 @@ All integers little-endian. Layout::
      32     4  payload length u32
      36     n  payload: raw = code bits, patch-major (row-major patches), bit b of patch p at bit
                index p*rate + b, packed LSB-first; entropy coded = megabit.codec.entropy_model blob;
-               context coded = megabit.codec.context_model blob
+               context coded = megabit.codec.context_model blob; adaptive: first the rate map,
+               2 bits per patch (index into the model's rates, ascending), packed LSB-first,
+               ceil(P/4) bytes, then the code bits of every patch at its own rate
    36+n     4  CRC32 (zlib) of bytes [0, 36+n)
 
 Every reader error (short file, wrong magic/version, inconsistent fields, CRC mismatch) raises
@@ -41,8 +44,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["MAGIC", "VERSION", "HEADER", "FLAG_ENTROPY", "FLAG_CTX", "MbcHeader", "pack_mbc", "unpack_mbc", "pack_bits",
-           "unpack_bits", "MAX_PIXELS"]
+__all__ = ["MAGIC", "VERSION", "HEADER", "FLAG_ENTROPY", "FLAG_CTX", "FLAG_ADAPTIVE", "MbcHeader", "pack_mbc", "unpack_mbc", "pack_bits",
+           "unpack_bits", "pack_levels", "unpack_levels", "MAX_PIXELS"]
 
 MAGIC = b"MBCF"
 VERSION = 1
@@ -52,6 +55,8 @@ HEADER = struct.Struct("<4sBBBBIIHH8sHHI")
 CRC = struct.Struct("<I")
 FLAG_ENTROPY = 1
 FLAG_CTX = 2  # payload coded with the model's causal context model (megabit.codec.context_model)
+FLAG_ADAPTIVE = 4  # a rate per patch: the payload starts with the rate map (megabit.codec.ratecontrol)
+LEVEL_BITS = 2  # bits per patch of the rate map: an index into the model's rates (at most 4 rates)
 MAX_PIXELS = 1 << 28  # refuse absurd sizes before allocating anything
 
 
@@ -66,11 +71,17 @@ class MbcHeader:
     entropy_coded: bool = False
     patch: int = 32
     ctx_coded: bool = False
+    adaptive: bool = False
 
     @property
     def raw(self) -> bool:
         """Fixed-rate payload (packed bits, length known from the header)."""
-        return not (self.entropy_coded or self.ctx_coded)
+        return not (self.entropy_coded or self.ctx_coded or self.adaptive)
+
+    @property
+    def level_map_bytes(self) -> int:
+        """Bytes of the rate map at the start of an adaptive payload (0 otherwise)."""
+        return (self.n_patches * LEVEL_BITS + 7) // 8 if self.adaptive else 0
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -100,6 +111,8 @@ class MbcHeader:
         gw, gh = self.grid
         if self.entropy_coded and self.ctx_coded:
             raise ValueError("invalid .mbc flags: table- and context-coded at once")
+        if self.entropy_coded and self.adaptive:
+            raise ValueError("invalid .mbc flags: table-coded with an adaptive rate")
         if gw >= 1 << 16 or gh >= 1 << 16:
             raise ValueError(f"image {self.width}x{self.height} too large for the patch grid")
 
@@ -123,7 +136,10 @@ def pack_mbc(h: MbcHeader, payload: bytes) -> bytes:
     if h.raw and len(payload) != h.raw_payload_bytes:
         raise ValueError(f"raw payload must be {h.raw_payload_bytes} bytes, got {len(payload)}")
     gw, gh = h.grid
-    head = HEADER.pack(MAGIC, VERSION, FLAG_ENTROPY * h.entropy_coded | FLAG_CTX * h.ctx_coded, h.channels, h.patch, h.width,
+    flags = FLAG_ENTROPY * h.entropy_coded | FLAG_CTX * h.ctx_coded | FLAG_ADAPTIVE * h.adaptive
+    if len(payload) < h.level_map_bytes:
+        raise ValueError(f"adaptive payload shorter than its rate map ({h.level_map_bytes} bytes)")
+    head = HEADER.pack(MAGIC, VERSION, flags, h.channels, h.patch, h.width,
                        h.height, h.rate_bits, h.model_id, bytes(h.model_hash), gw, gh, len(payload))
     body = head + bytes(payload)
     return body + CRC.pack(zlib.crc32(body))
@@ -144,13 +160,31 @@ def unpack_mbc(data: bytes) -> tuple[MbcHeader, bytes]:
     (crc,) = CRC.unpack_from(data, len(data) - CRC.size)
     if zlib.crc32(data[: -CRC.size]) != crc:
         raise ValueError("corrupted .mbc file (CRC mismatch)")
-    if flags & ~(FLAG_ENTROPY | FLAG_CTX):
+    if flags & ~(FLAG_ENTROPY | FLAG_CTX | FLAG_ADAPTIVE):
         raise ValueError(f"unknown .mbc flags {flags:#x}")
-    h = MbcHeader(w, hgt, ch, rate, mid, mhash, bool(flags & FLAG_ENTROPY), patch, bool(flags & FLAG_CTX))
+    h = MbcHeader(w, hgt, ch, rate, mid, mhash, bool(flags & FLAG_ENTROPY), patch, bool(flags & FLAG_CTX),
+                  bool(flags & FLAG_ADAPTIVE))
     h.validate()
     if h.grid != (gw, gh):
         raise ValueError(f"corrupted .mbc: grid {gw}x{gh} does not match size {w}x{hgt}")
     payload = data[HEADER.size : HEADER.size + n]
     if h.raw and n != h.raw_payload_bytes:
         raise ValueError(f"corrupted .mbc: payload has {n} bytes, expected {h.raw_payload_bytes}")
+    if n < h.level_map_bytes:
+        raise ValueError(f"corrupted .mbc: adaptive payload of {n} bytes has no room for its rate map")
     return h, payload
+
+
+def pack_levels(levels: np.ndarray) -> bytes:
+    """Rate map of an adaptive file: int [P] in 0..3 -> ceil(P/4) bytes (2 bits each, LSB-first)."""
+    lv = np.asarray(levels, np.int64).reshape(-1)
+    if lv.size and (lv.min() < 0 or lv.max() >= 1 << LEVEL_BITS):
+        raise ValueError(f"rate levels must be in 0..{(1 << LEVEL_BITS) - 1}")
+    b = ((lv[:, None] >> np.arange(LEVEL_BITS)) & 1).astype(np.uint8)
+    return np.packbits(b.reshape(-1), bitorder="little").tobytes()
+
+
+def unpack_levels(data: bytes, n_patches: int) -> np.ndarray:
+    """Inverse of :func:`pack_levels` (``data`` exactly ceil(P/4) bytes)."""
+    b = np.unpackbits(np.frombuffer(bytes(data), np.uint8), bitorder="little")[: n_patches * LEVEL_BITS]
+    return (b.reshape(n_patches, LEVEL_BITS).astype(np.int64) << np.arange(LEVEL_BITS)).sum(1)
