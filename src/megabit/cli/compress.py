@@ -79,5 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(files)} images -> {dst} ({total} bytes)")
     else:
         n = compress_file(src, dst, codec, rb, a.entropy, search, progress=True, bpp=a.bpp)
-        print(f"{src} -> {dst} ({n} bytes)")
+        from ..fmt.mbc import unpack_mbc
+
+        h = unpack_mbc(dst.read_bytes())[0]
+        kind = "adaptive rate" if h.adaptive else f"{h.rate_bits} bits/patch"
+        print(f"{src} -> {dst} ({n} bytes, {8 * n / (h.width * h.height):.4f} bpp, {kind})")
     return 0
