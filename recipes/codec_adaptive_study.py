@@ -54,7 +54,8 @@ for f in tqdm(files, desc="images"):
     coder = AdaptiveCoder.prepare(img, codec)
     for t in targets:
         d = coder.code(t)
-        pr = decode_header_bits(d, codec)[2]
+        hd, _, pr = decode_header_bits(d, codec)
+        pr = np.full(hd.n_patches, hd.rate_bits) if pr is None else pr  # one rate everywhere: a fixed-rate file
         jp = anchors.encode_at_bpp(img, "jpeg", 8 * len(d) / npx)
         row["adaptive"].append({"target_bpp": t, "bpp": 8 * len(d) / npx, **_quality(img, decompress_bytes(d, codec)),
                                 "share_of_rates": {str(r): float(np.mean(pr == r)) for r in rates},

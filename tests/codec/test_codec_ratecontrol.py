@@ -72,16 +72,6 @@ def test_context_coding_with_a_rate_per_patch_roundtrips(gh, gw, seed, backend, 
             cmod.decode(blob, gh, gw, 64, cm, backend=backend)
 
 
-def test_refiner_rate_map_equals_a_constant(tiny_codec):
-    m = tiny_codec.model
-    x = torch.rand(1, 3, 64, 96)
-    a = m.refine(x, 0.5)
-    b = m.refine(x, torch.full((1, 1, 2, 3), 0.5))
-    assert torch.allclose(a, b)
-    with pytest.raises(ValueError, match="rate map"):
-        m.refine(x, torch.full((1, 1, 3, 3), 0.5))
-
-
 @pytest.fixture(scope="module")
 def ctx_codec(tiny_codec):
     return dataclasses.replace(tiny_codec, ctx=random_model(tiny_codec.model.cfg.code_channels, 3, 0, scale=100))

@@ -249,20 +249,17 @@ def coded_files(bits: np.ndarray, gh: int, gw: int, codec: Codec, width: int, he
 # --------------------------------------------------------------------------- decompress ---
 
 
-def _refine_tiled(model: PatchCodec, x: torch.Tensor, rate_frac, tile: int = 512, margin: int = 64) -> torch.Tensor:
-    """Refinement on overlapping tiles (origins on the 32-pixel grid, so the position code agrees).
-    ``rate_frac``: a number, or a per-patch map [1, 1, gh, gw] (adaptive rate)."""
+def _refine_tiled(model: PatchCodec, x: torch.Tensor, rate_frac: float, tile: int = 512, margin: int = 64) -> torch.Tensor:
+    """Refinement on overlapping tiles (origins on the 32-pixel grid, so the position code agrees)."""
     _, _, H, W = x.shape
     if H * W <= 1024 * 1024:
         return model.refine(x, rate_frac)
-    per_patch = isinstance(rate_frac, torch.Tensor) and rate_frac.dim() == 4
     out = torch.empty_like(x)
     for y0 in range(0, H, tile):
         for x0 in range(0, W, tile):
             ya, xa = max(0, y0 - margin), max(0, x0 - margin)
             yb, xb = min(H, y0 + tile + margin), min(W, x0 + tile + margin)
-            rf = rate_frac[:, :, ya // PATCH : yb // PATCH, xa // PATCH : xb // PATCH] if per_patch else rate_frac
-            r = model.refine(x[:, :, ya:yb, xa:xb], rf)
+            r = model.refine(x[:, :, ya:yb, xa:xb], rate_frac)
             out[:, :, y0 : min(H, y0 + tile), x0 : min(W, x0 + tile)] = r[:, :, y0 - ya : y0 - ya + min(tile, H - y0),
                                                                           x0 - xa : x0 - xa + min(tile, W - x0)]
     return out
@@ -272,7 +269,11 @@ def _refine_tiled(model: PatchCodec, x: torch.Tensor, rate_frac, tile: int = 512
 def reconstruct(bits: np.ndarray, gh: int, gw: int, rate_bits: int, codec: Codec, refine: bool = True,
                 patch_rates: np.ndarray | None = None) -> torch.Tensor:
     """Code bits -> float image [1, 3, 32gh, 32gw] on 0..255 (PURENET: g_s per patch, tile, refine).
-    ``patch_rates``: an adaptive file's rate per patch (``rate_bits`` is then their largest)."""
+
+    ``patch_rates``: an adaptive file's rate per patch (``rate_bits`` is then their largest): g_s
+    gets each patch's own channels, the refinement the mean rate. [I] measured on 8 held-out
+    training photos at the 256-bit size: a per-patch rate map (the refinement only saw constant
+    ones in training) gave 24.590 dB / blockiness 2.68, the mean rate 24.594 dB / 2.50."""
     from ..models.patch_codec import unpatchify
 
     m = codec.model
@@ -281,7 +282,7 @@ def reconstruct(bits: np.ndarray, gh: int, gw: int, rate_bits: int, codec: Codec
     patches = m.decode_patches(codes, r, (1, gh, gw), chunk=512)
     x = unpatchify(patches, 1, gh, gw)
     if refine:
-        frac = rate_bits / m.cfg.max_bits if patch_rates is None else (r.float() / m.cfg.max_bits).reshape(1, 1, gh, gw)
+        frac = rate_bits / m.cfg.max_bits if patch_rates is None else float(r.double().mean()) / m.cfg.max_bits
         x = _refine_tiled(m, x, frac)
     return x * 255.0
 

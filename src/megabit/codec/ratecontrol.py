@@ -19,8 +19,9 @@ error most (flat sky gets 128 bits, texture 512), as JPEG's and AVIF's adaptive 
 [I] our choices: the distortion of a rate is measured with *every* patch at that rate (the
 neighbours' rates change the refinement's view of a seam a little); the rate estimate uses the
 uniform-rate code map, while the file codes the mixed map (bits not sent are 0 in every later
-bit's context, the fixed-rate context model is reused as is); the refinement gets the per-patch
-rate map (training only saw constant maps). The cost: one encode at the largest rate plus one
+bit's context, the fixed-rate context model is reused as is); the refinement gets the mean of the
+patch rates (a per-patch map, which training never showed it, gave more visible seams:
+:func:`megabit.codec.api.reconstruct`). The cost: one encode at the largest rate plus one
 frame decode per rate, on the sender; the decoder does one decode as for any file.
 
 >>> import numpy as np

@@ -379,18 +379,10 @@ class Refiner(nn.Module):
         return grid_position(h, w, PATCH, device)
 
     def forward(self, x: torch.Tensor, rate_frac: torch.Tensor | float) -> torch.Tensor:
-        """``rate_frac``: rate / max rate, a number, one per image, or a map [N, 1, gh, gw] with one
-        per patch (adaptive rate; [I] training only saw constant maps)."""
         n, _, h, w = x.shape
         pos = F.pixel_unshuffle(self.position(h, w, x.device).to(x.dtype).expand(n, -1, -1, -1), 2)
         xs = F.pixel_unshuffle(x - 0.5, 2)
-        r = torch.as_tensor(rate_frac, dtype=x.dtype, device=x.device)
-        if r.dim() == 4:
-            if r.shape != (n, 1, h // PATCH, w // PATCH):
-                raise ValueError(f"rate map {tuple(r.shape)} does not match the frame {n}x{h}x{w} (one per patch)")
-            r = F.interpolate(r, scale_factor=PATCH // 2, mode="nearest")
-        else:
-            r = r.reshape(-1, 1, 1, 1).expand(n, 1, h // 2, w // 2)
+        r = torch.as_tensor(rate_frac, dtype=x.dtype, device=x.device).reshape(-1, 1, 1, 1).expand(n, 1, h // 2, w // 2)
         y = self.out(self.blocks(F.gelu(self.inp(torch.cat([xs, pos, r], 1)))))
         return x + F.pixel_shuffle(y, 2)
 
