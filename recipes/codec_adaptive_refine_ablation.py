@@ -59,9 +59,9 @@ with torch.no_grad():
         q = lambda x: x[0, :, :H, :W].round().clamp(0, 255).byte().permute(1, 2, 0).numpy()  # noqa: E731
         co = AdaptiveCoder.prepare(img, codec)
         pr = np.asarray(co.rates)[choose_levels(co.D, co.R, co.R[co.rates.index(256)].sum())]
-        bits = co.bits * (np.arange(co.bits.shape[1])[None] < pr[:, None])
+        bits = co.assemble(pr)
         outs = {"mean_rate": q(reconstruct(bits, co.gh, co.gw, int(pr.max()), codec, patch_rates=pr)),
-                "fixed_256": q(reconstruct(co.bits[:, :256], co.gh, co.gw, 256, codec))}
+                "fixed_256": q(reconstruct(co.bits[256], co.gh, co.gw, 256, codec))}
         codes = m.codes_from_bits(torch.from_numpy(bits[:, : int(pr.max())]), int(pr.max()))
         xp = unpatchify(m.decode_patches(codes, torch.as_tensor(pr), (1, co.gh, co.gw)), 1, co.gh, co.gw)
         outs["rate_map"] = q(refine_with_map(xp, pr, co.gh, co.gw) * 255)

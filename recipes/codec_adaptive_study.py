@@ -1,9 +1,10 @@
 """Recipe: adaptive rate (a rate per patch, ``compress --bpp``) against the fixed rates, paired per image.
 
     python recipes/codec_adaptive_study.py --data-root ../shared/data/kodak \\
-        [--model codec-nested-v4] [--limit N] [--json results/codec_kodak_adaptive.json]
+        [--model codec-nested-v4] [--limit N] [--search STEPS] [--json results/codec_kodak_adaptive.json]
 
-For every image: the fixed-rate files at each of the model's rates (smallest coding, real size),
+For every image: the fixed-rate files at each of the model's rates (smallest coding, real size;
+with ``--search``, of each rate's searched code, the same codes the adaptive files choose among),
 then adaptive files aimed at each of those files' real bpp and at the midpoints between them, and
 JPEG at <= each adaptive file's real size (its smallest file where it cannot get that small). The
 summary gives the mean bpp / PSNR / MS-SSIM / blockiness of each point, the paired gain of the
@@ -21,7 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from megabit.codec import anchors
-from megabit.codec.api import compress_image, decode_header_bits, decompress_bytes, load_codec
+from megabit.codec.api import coded_files, decode_header_bits, decompress_bytes, load_codec
 from megabit.codec.evaluate import _quality, machine_info
 from megabit.codec.ratecontrol import AdaptiveCoder
 from megabit.data.images import list_images, load_rgb
@@ -31,6 +32,7 @@ ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 ap.add_argument("--data-root", required=True)
 ap.add_argument("--model", default=None)
 ap.add_argument("--limit", type=int, default=0)
+ap.add_argument("--search", type=int, default=0, metavar="STEPS", help="encoder-side code search at every rate")
 ap.add_argument("--json", default=None)
 a = ap.parse_args()
 
@@ -46,12 +48,12 @@ for f in tqdm(files, desc="images"):
     img = load_rgb(f)
     npx = img.shape[0] * img.shape[1]
     row = {"image": f.name, "fixed": {}, "adaptive": []}
-    for r in rates:
-        d = compress_image(img, codec, r)
+    coder = AdaptiveCoder.prepare(img, codec, search=a.search)
+    for r in rates:  # the same code bits as compress_image(img, codec, r) (+ the search, if any)
+        d = min(coded_files(coder.bits[r], coder.gh, coder.gw, codec, img.shape[1], img.shape[0], 3, r).values(), key=len)
         row["fixed"][str(r)] = {"bpp": 8 * len(d) / npx, **_quality(img, decompress_bytes(d, codec))}
     fixed_bpp = [row["fixed"][str(r)]["bpp"] for r in rates]
     targets = sorted(fixed_bpp + [0.5 * (p + q) for p, q in zip(fixed_bpp, fixed_bpp[1:])])
-    coder = AdaptiveCoder.prepare(img, codec)
     for t in targets:
         d = coder.code(t)
         hd, _, pr = decode_header_bits(d, codec)
@@ -91,7 +93,7 @@ def gain_mid(x, i):
 
 
 summary["gain_over_interpolated_fixed_db"] = {f"{i}": mean([gain_mid(x, i) for x in rows]) for i in range(1, n_t, 2)}
-out = {"data_root": a.data_root, "model": codec.name, "rates": rates, "n_images": len(rows),
+out = {"data_root": a.data_root, "model": codec.name, "rates": rates, "n_images": len(rows), "search_steps": a.search,
        "command": " ".join(["python", *sys.argv]), "seconds": round(time.time() - t0, 1), "machine": machine_info(),
        "summary": summary, "per_image": rows}
 print(f"{len(rows)} images, model {codec.name}, {out['seconds']} s")

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from megabit.cli.main import main as cli
 from megabit.codec import context_model as cmod
-from megabit.codec.api import compress_image, decode_header_bits, decompress_bytes, reconstruct
+from megabit.codec.api import coded_files, compress_image, decode_header_bits, decompress_bytes, reconstruct
 from megabit.codec.ratecontrol import AdaptiveCoder, choose_levels
 from megabit.fmt.mbc import FLAG_ADAPTIVE, FLAG_CTX, FLAG_ENTROPY, HEADER, pack_levels, unpack_levels, unpack_mbc
 
@@ -98,7 +98,8 @@ def test_adaptive_files_meet_the_target_and_decode(ctx_codec, entropy):
         h, bits, pr = decode_header_bits(data, ctx_codec)
         assert h.adaptive and set(np.unique(pr)) == {32, 64} and h.rate_bits == 64
         assert h.ctx_coded == (entropy == "ctx" or (entropy == "auto" and data[5] & FLAG_CTX > 0))
-        assert np.array_equal(bits[:, :64], coder.bits[:, :64] * (np.arange(64)[None] < pr[:, None]))
+        assert np.array_equal(bits, coder.bits[64] * (np.arange(64)[None] < pr[:, None]))
+        assert np.array_equal(coder.bits[32], coder.bits[64][:, :32])  # no search: one nested code
         gw, gh = h.grid
         want = reconstruct(bits, gh, gw, 64, ctx_codec, patch_rates=pr)[0, :, : img.shape[0], : img.shape[1]]
         got = decompress_bytes(data, ctx_codec)
@@ -122,8 +123,30 @@ def test_adaptive_edge_cases(ctx_codec, tiny_codec):
         compress_image(img, ctx_codec, bpp=0.1, entropy="ans")
     with pytest.raises(ValueError, match="no context model"):
         compress_image(img, tiny_codec, bpp=0.1, entropy="ctx")
-    with pytest.raises(ValueError, match="cannot be combined"):
-        compress_image(img, ctx_codec, bpp=0.1, search=2)
+
+
+def test_adaptive_with_code_search(ctx_codec):
+    """Each rate is searched on its own; the file sends each patch's searched code at its rate."""
+    from megabit.codec.api import _to_tensor
+    from megabit.codec.search import search_bits
+    from megabit.data.images import pad_to_multiple
+
+    img = _image(h=96, w=128)
+    plain = AdaptiveCoder.prepare(img, ctx_codec, entropy="raw")
+    coder = AdaptiveCoder.prepare(img, ctx_codec, entropy="raw", search=3)
+    x = _to_tensor(pad_to_multiple(img, 32))
+    for r in (32, 64):
+        assert np.array_equal(coder.bits[r], search_bits(ctx_codec, x, plain.bits[r], r, 3))
+    assert any((coder.bits[r] != plain.bits[r]).any() for r in (32, 64))
+    pr = np.array([32, 64] * (coder.gh * coder.gw // 2) + [64] * (coder.gh * coder.gw % 2))
+    data = coded_files(coder.assemble(pr), coder.gh, coder.gw, ctx_codec, 128, 96, 3, 64, "raw", patch_rates=pr)["raw"]
+    _, bits, got = decode_header_bits(data, ctx_codec)
+    assert np.array_equal(got, pr)
+    assert np.array_equal(bits[pr == 32, :32], coder.bits[32][pr == 32])
+    assert np.array_equal(bits[pr == 64], coder.bits[64][pr == 64])
+    npx = 96 * 128
+    t = 8 * len(compress_image(img, ctx_codec, 64, "raw")) / npx
+    assert 8 * len(compress_image(img, ctx_codec, bpp=t, entropy="raw", search=3)) / npx <= t
 
 
 def _mixed_file(ctx_codec, entropy="raw"):
@@ -188,7 +211,7 @@ def test_cli_bpp(tmp_path, tiny_model_file):
     assert 8 * out.stat().st_size / (150 * 170) <= 0.09
     assert cli(["decompress", str(out), "-o", str(tmp_path / "a.png2.png"), "--model", str(tiny_model_file)]) == 0
     assert Image.open(tmp_path / "a.png2.png").size == (170, 150)
-    for extra in (["--rate", "0.25"], ["--search", "2"], ["--entropy", "ans"]):
+    for extra in (["--rate", "0.25"], ["--entropy", "ans"]):
         bad = tmp_path / "bad.mbc"
         assert cli(["compress", str(src), "-o", str(bad), "--model", str(tiny_model_file), "--bpp", "0.1", *extra]) == 2
         assert not bad.exists()

@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bpp", type=float, default=None, metavar="X",
                    help="adaptive rate instead of --rate: a rate per 32x32 patch (0.125/0.25/0.5), chosen so the file "
                         "has at most X bits per pixel, header included (rate control; ~4 decodes of the image on the "
-                        "sender; coded raw or with the context model)")
+                        "sender; coded raw or with the context model; with --search, every rate is searched)")
     p.add_argument("--model", default=None, help=f"bundled model name or model .pt file (default: {DEFAULT_MODEL})")
     p.add_argument("--entropy", default="auto", choices=["auto", "raw", "ans", "ctx"],
                    help="raw = fixed rate; ans = rANS with the bit table; ctx = rANS with the causal context model; "
@@ -54,8 +54,6 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError("give --rate (fixed) or --bpp (adaptive), not both")
     if a.bpp is not None and not (a.bpp > 0 and a.bpp < float("inf")):
         raise ValueError(f"--bpp must be a positive number, got {a.bpp}")
-    if a.bpp is not None and a.search:
-        raise ValueError("--search and --bpp cannot be combined")
     if a.bpp is not None and a.entropy == "ans":
         raise ValueError("--bpp files are coded raw or with the context model (--entropy auto, raw or ctx), not ans")
     rb = rate_bits(a.rate or "0.25")

@@ -176,12 +176,10 @@ def compress_image(img, codec: Codec, rate_bits: int = 256, entropy: str = "auto
     "ctx" = rANS with the model's causal context model, "auto" = the smallest of those the model has. ``search``: encoder-side code search steps (0/None = off;
     the file format and the decoder are the same either way). ``bpp``: adaptive rate instead of
     ``rate_bits``: a rate per patch, chosen so the file has at most this many bits per pixel
-    (:mod:`megabit.codec.ratecontrol`; not with ``search``).
+    (:mod:`megabit.codec.ratecontrol`; with ``search``, each rate's code is searched on its own).
     """
     if entropy not in ENTROPY_MODES:
         raise ValueError(f"entropy must be one of {ENTROPY_MODES}, got {entropy!r}")
-    if bpp is not None and (search.steps if isinstance(search, SearchConfig) else search):
-        raise ValueError("the code search and the adaptive rate (bpp) cannot be combined")
     channels = 3
     if isinstance(img, np.ndarray):
         a = img
@@ -209,7 +207,7 @@ def compress_image(img, codec: Codec, rate_bits: int = 256, entropy: str = "auto
     if bpp is not None:
         from .ratecontrol import compress_adaptive
 
-        return compress_adaptive(np.ascontiguousarray(a), codec, bpp, channels, entropy)
+        return compress_adaptive(np.ascontiguousarray(a), codec, bpp, channels, entropy, search, progress)
     bits, gh, gw = encode_bits_of(np.ascontiguousarray(a), codec, rate_bits, search, progress)
     files = coded_files(bits, gh, gw, codec, w, h, channels, rate_bits, entropy)
     return min(files.values(), key=len)

@@ -76,11 +76,12 @@ def choose_levels(D: np.ndarray, R: np.ndarray, budget_bits: float, iters: int =
 
 
 @torch.no_grad()
-def patch_costs(codec: "Codec", src: np.ndarray, bits: np.ndarray, gh: int, gw: int,
-                rates: tuple[int, ...], context_rate: bool) -> tuple[np.ndarray, np.ndarray]:
-    """``D[l, p]``: squared error (sum over the patch's pixels inside the image, RGB, 0..255) of
-    patch ``p`` decoded with every patch at ``rates[l]``; ``R[l, p]``: its bits (context-model code
-    length if ``context_rate``, else the rate). ``bits``: [P, max(rates)] of the encoder."""
+def patch_costs(codec: "Codec", src: np.ndarray, bits: dict[int, np.ndarray], gh: int, gw: int,
+                context_rate: bool) -> tuple[np.ndarray, np.ndarray]:
+    """For each rate ``r`` of ``bits`` (``{r: [P, r] code bits}``, ascending): ``D[l, p]``, the squared
+    error (sum over the patch's pixels inside the image, RGB, 0..255) of patch ``p`` decoded with
+    every patch at that rate; ``R[l, p]``: its bits (context-model code length if ``context_rate``,
+    else the rate)."""
     from .api import reconstruct
 
     h, w = src.shape[:2]
@@ -89,12 +90,12 @@ def patch_costs(codec: "Codec", src: np.ndarray, bits: np.ndarray, gh: int, gw: 
     inside = torch.zeros(1, 1, gh * PATCH, gw * PATCH)
     inside[..., :h, :w] = 1
     D, R = [], []
-    for r in rates:
-        out = reconstruct(bits[:, :r], gh, gw, r, codec).round().clamp(0, 255)
+    for r, b in sorted(bits.items()):
+        out = reconstruct(b, gh, gw, r, codec).round().clamp(0, 255)
         D.append(patchify((out - ref) ** 2 * inside).sum((1, 2, 3)).double().numpy())
         if context_rate:
             k = r // 16
-            codes = torch.from_numpy(bits[:, :r].astype(np.float32) * 2 - 1).reshape(-1, k, 4, 4)
+            codes = torch.from_numpy(b.astype(np.float32) * 2 - 1).reshape(-1, k, 4, 4)
             R.append(codec.ctx.rate_fn(gh, gw)(codes).double().numpy())
         else:
             R.append(np.full(gh * gw, float(r)))
@@ -107,7 +108,7 @@ class AdaptiveCoder:
     without encoding or decoding the image again (what :func:`compress_adaptive` does once)."""
 
     codec: "Codec"
-    bits: np.ndarray  # [P, max rate]
+    bits: dict  # rate -> code bits [P, rate] (prefixes of one code, or each rate's own searched code)
     D: np.ndarray  # [L, P]
     R: np.ndarray  # [L, P]
     rates: tuple[int, ...]
@@ -119,8 +120,14 @@ class AdaptiveCoder:
     entropy: str
 
     @classmethod
-    def prepare(cls, src: np.ndarray, codec: "Codec", channels: int = 3, entropy: str = "auto") -> "AdaptiveCoder":
-        from .api import encode_bits_of
+    def prepare(cls, src: np.ndarray, codec: "Codec", channels: int = 3, entropy: str = "auto",
+                search=None, progress: bool = False) -> "AdaptiveCoder":
+        """``search``: encoder-side code search (:mod:`megabit.codec.search`) run at every rate on its
+        own (a patch's bits at one rate need not be a prefix of its bits at another: each patch is
+        sent at one rate), so the allocation chooses among searched codes."""
+        from .api import _to_tensor, encode_bits_of
+        from .search import search_bits
+        from ..data.images import pad_to_multiple
 
         if entropy not in ("auto", "raw", "ctx"):
             raise ValueError(f"an adaptive-rate file is coded raw or with the context model, not {entropy!r}")
@@ -129,8 +136,12 @@ class AdaptiveCoder:
         rates = tuple(sorted(codec.model.cfg.rates))
         if len(rates) > 1 << LEVEL_BITS:
             raise ValueError(f"the rate map holds at most {1 << LEVEL_BITS} rates; model {codec.name} has {len(rates)}")
-        bits, gh, gw = encode_bits_of(src, codec, rates[-1])
-        D, R = patch_costs(codec, src, bits, gh, gw, rates, codec.ctx is not None and entropy != "raw")
+        enc, gh, gw = encode_bits_of(src, codec, rates[-1])
+        bits = {r: np.ascontiguousarray(enc[:, :r]) for r in rates}
+        if search:
+            x = _to_tensor(pad_to_multiple(src, PATCH))
+            bits = {r: search_bits(codec, x, b, r, search, progress) for r, b in bits.items()}
+        D, R = patch_costs(codec, src, bits, gh, gw, codec.ctx is not None and entropy != "raw")
         return cls(codec, bits, D, R, rates, gh, gw, src.shape[1], src.shape[0], channels, entropy)
 
     def code(self, bpp: float, rounds: int = 4) -> bytes:
@@ -149,7 +160,7 @@ class AdaptiveCoder:
             lv = choose_levels(self.D, self.R, budget)
             pr = np.asarray(self.rates)[lv]
             same = bool((pr == pr[0]).all())  # one rate everywhere: an ordinary fixed-rate file, no rate map
-            files = coded_files(self.bits[:, : pr.max()], self.gh, self.gw, self.codec, self.width, self.height,
+            files = coded_files(self.assemble(pr), self.gh, self.gw, self.codec, self.width, self.height,
                                 self.channels, int(pr.max()), self.entropy, patch_rates=None if same else pr)
             data = min(files.values(), key=len)
             size, est, dist = 8 * len(data), self.R[lv, cols].sum(), self.D[lv, cols].sum()
@@ -161,8 +172,20 @@ class AdaptiveCoder:
         return data if best is None else best[1]
 
 
-def compress_adaptive(src: np.ndarray, codec: "Codec", bpp: float, channels: int = 3, entropy: str = "auto") -> bytes:
+    def assemble(self, patch_rates: np.ndarray) -> np.ndarray:
+        """Bits [P, max(patch_rates)] of a file: each patch's code at its own rate, zero beyond it."""
+        pr = np.asarray(patch_rates)
+        out = np.zeros((pr.size, int(pr.max())), np.uint8)
+        for r, b in self.bits.items():
+            sel = pr == r
+            if sel.any():
+                out[sel, :r] = b[sel]
+        return out
+
+
+def compress_adaptive(src: np.ndarray, codec: "Codec", bpp: float, channels: int = 3, entropy: str = "auto",
+                      search=None, progress: bool = False) -> bytes:
     """uint8 [H, W, 3] -> an adaptive-rate ``.mbc`` of at most ``bpp`` bits per pixel (see :class:`AdaptiveCoder`)."""
     if not (isinstance(bpp, (int, float)) and math.isfinite(bpp) and bpp > 0):
         raise ValueError(f"target bpp must be a positive number, got {bpp!r}")
-    return AdaptiveCoder.prepare(src, codec, channels, entropy).code(bpp)
+    return AdaptiveCoder.prepare(src, codec, channels, entropy, search, progress).code(bpp)
