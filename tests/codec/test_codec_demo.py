@@ -30,6 +30,7 @@ def test_run_demo_writes_files_and_compares_with_jpeg(tmp_path):
     # bpp is the real file size, and JPEG is held to the same size (or flagged when it cannot get there)
     assert rows["megabit"]["bpp"] == pytest.approx(8 * mbc.stat().st_size / (64 * 96))
     assert rows["jpeg"]["over_target"] or rows["jpeg"]["bpp"] <= rows["megabit"]["bpp"]
+    assert rows["adaptive"]["bpp"] <= rows["megabit"]["bpp"] and 5 < rows["adaptive"]["psnr"] < 60
     assert 5 < rows["megabit"]["psnr"] < 60 and any("PSNR" in l for l in lines)
     sbs = Image.open(tmp_path / "out" / "crop-side-by-side.png")
     assert sbs.size == (3 * 96 + 16, 64 + 18)
