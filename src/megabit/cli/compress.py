@@ -45,6 +45,14 @@ def rate_bits(rate: str) -> int:
     raise ValueError(f"--rate must be one of {', '.join(RATES)} bpp, got {rate}")
 
 
+def _bpp_of(path: Path) -> float:
+    from ..fmt.mbc import unpack_mbc
+
+    data = path.read_bytes()
+    h = unpack_mbc(data)[0]
+    return 8 * len(data) / (h.width * h.height)
+
+
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     from ..codec.api import compress_file, load_codec
@@ -71,15 +79,21 @@ def main(argv: list[str] | None = None) -> int:
 
         files = list_images(src)
         dst.mkdir(parents=True, exist_ok=True)
-        total = 0
+        total, over = 0, 0
         for f in tqdm(files, desc="compress", unit="img"):
-            total += compress_file(f, dst / (f.stem + ".mbc"), codec, rb, a.entropy, search, bpp=a.bpp)
+            out = dst / (f.stem + ".mbc")
+            total += compress_file(f, out, codec, rb, a.entropy, search, bpp=a.bpp)
+            over += a.bpp is not None and _bpp_of(out) > a.bpp
         print(f"{len(files)} images -> {dst} ({total} bytes)")
+        if over:
+            print(f"{over} of {len(files)} files are above --bpp {a.bpp}: the smallest files this model makes")
     else:
         n = compress_file(src, dst, codec, rb, a.entropy, search, progress=True, bpp=a.bpp)
         from ..fmt.mbc import unpack_mbc
 
         h = unpack_mbc(dst.read_bytes())[0]
         kind = "adaptive rate" if h.adaptive else f"{h.rate_bits} bits/patch"
-        print(f"{src} -> {dst} ({n} bytes, {8 * n / (h.width * h.height):.4f} bpp, {kind})")
+        print(f"{src} -> {dst} ({n} bytes, {_bpp_of(dst):.4f} bpp, {kind})")
+        if a.bpp is not None and _bpp_of(dst) > a.bpp:
+            print(f"the target --bpp {a.bpp} is below the smallest file this model makes for this image")
     return 0
