@@ -12,7 +12,7 @@ error most (flat sky gets 128 bits, texture 512), as JPEG's and AVIF's adaptive 
 2. :func:`choose_levels` minimises ``sum_p D[l_p, p] + lambda * R[l_p, p]`` per patch and bisects
    ``lambda`` so that the estimated bits meet the budget (Lagrangian allocation, as in
    rate-distortion optimised coders);
-3. :func:`compress_adaptive` writes the file, measures its real size, and corrects the budget by
+3. :meth:`AdaptiveCoder.code` writes the file, measures its real size, and corrects the budget by
    the ratio of real to estimated size (a few rounds) so the file lands at or under the target.
    A file whose patches all get the same rate is written as an ordinary fixed-rate file (no map).
 
@@ -47,6 +47,16 @@ if TYPE_CHECKING:
     from .api import Codec
 
 __all__ = ["patch_costs", "choose_levels", "AdaptiveCoder", "compress_adaptive"]
+
+
+def _check_bpp(bpp) -> float:
+    try:
+        v = float(bpp)
+    except (TypeError, ValueError):
+        v = float("nan")
+    if not (math.isfinite(v) and v > 0):
+        raise ValueError(f"target bpp must be a positive number, got {bpp!r}")
+    return v
 
 
 def choose_levels(D: np.ndarray, R: np.ndarray, budget_bits: float, iters: int = 60) -> np.ndarray:
@@ -149,8 +159,7 @@ class AdaptiveCoder:
         if the cheapest rate everywhere is over the target, that file (the smallest the model makes)."""
         from .api import coded_files
 
-        if not (isinstance(bpp, (int, float)) and math.isfinite(bpp) and bpp > 0):
-            raise ValueError(f"target bpp must be a positive number, got {bpp!r}")
+        bpp = _check_bpp(bpp)
         P = self.gh * self.gw
         cols = np.arange(P)
         target = bpp * self.width * self.height
@@ -171,7 +180,6 @@ class AdaptiveCoder:
             budget = max(1.0, est * target / size * (0.998 if size > target else 1.0))  # real/estimate ratio
         return data if best is None else best[1]
 
-
     def assemble(self, patch_rates: np.ndarray) -> np.ndarray:
         """Bits [P, max(patch_rates)] of a file: each patch's code at its own rate, zero beyond it."""
         pr = np.asarray(patch_rates)
@@ -186,6 +194,5 @@ class AdaptiveCoder:
 def compress_adaptive(src: np.ndarray, codec: "Codec", bpp: float, channels: int = 3, entropy: str = "auto",
                       search=None, progress: bool = False) -> bytes:
     """uint8 [H, W, 3] -> an adaptive-rate ``.mbc`` of at most ``bpp`` bits per pixel (see :class:`AdaptiveCoder`)."""
-    if not (isinstance(bpp, (int, float)) and math.isfinite(bpp) and bpp > 0):
-        raise ValueError(f"target bpp must be a positive number, got {bpp!r}")
+    _check_bpp(bpp)  # before the encode and decodes
     return AdaptiveCoder.prepare(src, codec, channels, entropy, search, progress).code(bpp)
