@@ -8,7 +8,8 @@ ratio of each codec step to the anchors' (JPEG / WebP / AVIF / HEIF, whichever t
 at <= the same bpp, found by binary search, with the settings `eval-codec` uses), and Mpixel/s.
 Single-threaded torch (the shared 2-core machine of the project). Also times the lossless second
 stages alone on the same code bits (bit table = ``entropy_model``, context model = ``context_model``;
-numba compiled before timing), and the share of the decode they take.
+numba compiled before timing), and the share of the decode they take; and the adaptive rate
+(``compress --bpp``) at the fixed-rate file's size, as ratios to the fixed-rate encode and decode.
 """
 import argparse
 import json
@@ -55,6 +56,13 @@ def main():
            "ctx_model": None if ctx is None else {"hidden_units_per_channel": 0 if ctx.hidden_weight is None else int(ctx.hidden_weight.shape[1])}}
     res["mbc_encode_s"] = median_time(lambda: compress_image(img, codec, a.rate), a.trials)
     res["mbc_decode_s"] = median_time(lambda: decompress_bytes(data, codec), a.trials)
+    # adaptive rate (compress --bpp) held to the fixed-rate file's size: the sender decodes every rate
+    adaptive = compress_image(img, codec, bpp=bpp)
+    res["adaptive_bpp"] = 8 * len(adaptive) / n_pix
+    res["mbc_adaptive_encode_s"] = median_time(lambda: compress_image(img, codec, bpp=bpp), a.trials)
+    res["mbc_adaptive_decode_s"] = median_time(lambda: decompress_bytes(adaptive, codec), a.trials)
+    res["adaptive_encode_ratio_vs_fixed"] = res["mbc_adaptive_encode_s"] / res["mbc_encode_s"]
+    res["adaptive_decode_ratio_vs_fixed"] = res["mbc_adaptive_decode_s"] / res["mbc_decode_s"]
     bits, gh, gw = encode_bits_of(img, codec, a.rate)
     stages = {"table": (em.encode_bits, em.decode_bits, codec.bit_probs)}
     if codec.ctx is not None:
