@@ -13,7 +13,8 @@ headers = st.builds(
     width=st.integers(1, 300), height=st.integers(1, 300), channels=st.sampled_from([1, 2, 3, 4]),
     rate_bits=st.sampled_from([128, 256, 512]), model_id=st.integers(0, 65535),
     model_hash=st.binary(min_size=8, max_size=8), entropy_coded=st.booleans(),
-).flatmap(lambda h: st.sampled_from([h, dataclasses.replace(h, ctx_coded=True)] if not h.entropy_coded else [h]))
+).flatmap(lambda h: st.sampled_from([h, dataclasses.replace(h, ctx_coded=True)] if not h.entropy_coded else [h])
+).flatmap(lambda h: st.sampled_from([h, dataclasses.replace(h, adaptive=True)] if not h.entropy_coded else [h]))
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -21,7 +22,7 @@ headers = st.builds(
 def test_roundtrip(h, seed):
     rng = np.random.default_rng(seed)
     bits = rng.integers(0, 2, (h.n_patches, h.rate_bits), dtype=np.uint8)
-    payload = pack_bits(bits) if h.raw else rng.bytes(int(rng.integers(0, 50)))
+    payload = pack_bits(bits) if h.raw else rng.bytes(h.level_map_bytes + int(rng.integers(0, 50)))
     data = pack_mbc(h, payload)
     h2, p2 = unpack_mbc(data)
     assert h2 == h and p2 == payload
