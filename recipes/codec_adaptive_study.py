@@ -8,8 +8,8 @@ with ``--search``, of each rate's searched code, the same codes the adaptive fil
 then adaptive files aimed at each of those files' real bpp and at the midpoints between them, and
 JPEG at <= each adaptive file's real size (its smallest file where it cannot get that small). The
 summary gives the mean bpp / PSNR / MS-SSIM / blockiness of each point, the paired gain of the
-adaptive file over the fixed-rate one of (at most) the same size, and the BD-rate of the adaptive
-curve against the fixed-rate curve (per image, piecewise cubic; then the mean).
+adaptive file over the fixed-rate one of (at most) the same size, and, at the midpoints, the gain
+over the fixed-rate curve interpolated (linearly in log bpp) at the adaptive file's bpp.
 """
 from __future__ import annotations
 

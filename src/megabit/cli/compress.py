@@ -45,12 +45,13 @@ def rate_bits(rate: str) -> int:
     raise ValueError(f"--rate must be one of {', '.join(RATES)} bpp, got {rate}")
 
 
-def _bpp_of(path: Path) -> float:
+def _written(path: Path):
+    """(header, bpp) of a written .mbc file."""
     from ..fmt.mbc import unpack_mbc
 
     data = path.read_bytes()
     h = unpack_mbc(data)[0]
-    return 8 * len(data) / (h.width * h.height)
+    return h, 8 * len(data) / (h.width * h.height)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,8 +61,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if a.bpp is not None and a.rate is not None:
         raise ValueError("give --rate (fixed) or --bpp (adaptive), not both")
-    if a.bpp is not None and not (a.bpp > 0 and a.bpp < float("inf")):
-        raise ValueError(f"--bpp must be a positive number, got {a.bpp}")
+    if a.bpp is not None:
+        from ..codec.ratecontrol import check_bpp
+
+        check_bpp(a.bpp)  # before a folder's output is made
     if a.bpp is not None and a.entropy == "ans":
         raise ValueError("--bpp files are coded raw or with the context model (--entropy auto, raw or ctx), not ans")
     rb = rate_bits(a.rate or "0.25")
@@ -83,17 +86,15 @@ def main(argv: list[str] | None = None) -> int:
         for f in tqdm(files, desc="compress", unit="img"):
             out = dst / (f.stem + ".mbc")
             total += compress_file(f, out, codec, rb, a.entropy, search, bpp=a.bpp)
-            over += a.bpp is not None and _bpp_of(out) > a.bpp
+            over += a.bpp is not None and _written(out)[1] > a.bpp
         print(f"{len(files)} images -> {dst} ({total} bytes)")
         if over:
             print(f"{over} of {len(files)} files are above --bpp {a.bpp}: the smallest files this model makes")
     else:
         n = compress_file(src, dst, codec, rb, a.entropy, search, progress=True, bpp=a.bpp)
-        from ..fmt.mbc import unpack_mbc
-
-        h = unpack_mbc(dst.read_bytes())[0]
+        h, bpp = _written(dst)
         kind = "adaptive rate" if h.adaptive else f"{h.rate_bits} bits/patch"
-        print(f"{src} -> {dst} ({n} bytes, {_bpp_of(dst):.4f} bpp, {kind})")
-        if a.bpp is not None and _bpp_of(dst) > a.bpp:
+        print(f"{src} -> {dst} ({n} bytes, {bpp:.4f} bpp, {kind})")
+        if a.bpp is not None and bpp > a.bpp:
             print(f"the target --bpp {a.bpp} is below the smallest file this model makes for this image")
     return 0

@@ -46,10 +46,11 @@ from ..models.patch_codec import PATCH, patchify
 if TYPE_CHECKING:
     from .api import Codec
 
-__all__ = ["patch_costs", "choose_levels", "AdaptiveCoder", "compress_adaptive"]
+__all__ = ["check_bpp", "patch_costs", "choose_levels", "AdaptiveCoder", "compress_adaptive"]
 
 
-def _check_bpp(bpp) -> float:
+def check_bpp(bpp) -> float:
+    """``bpp`` as a float; ValueError (one line) unless it is a finite positive number."""
     try:
         v = float(bpp)
     except (TypeError, ValueError):
@@ -92,11 +93,11 @@ def patch_costs(codec: "Codec", src: np.ndarray, bits: dict[int, np.ndarray], gh
     error (sum over the patch's pixels inside the image, RGB, 0..255) of patch ``p`` decoded with
     every patch at that rate; ``R[l, p]``: its bits (context-model code length if ``context_rate``,
     else the rate)."""
-    from .api import reconstruct
+    from ..data.images import pad_to_multiple
+    from .api import _to_tensor, reconstruct
 
     h, w = src.shape[:2]
-    ref = torch.zeros(1, 3, gh * PATCH, gw * PATCH)
-    ref[0, :, :h, :w] = torch.from_numpy(np.array(src, copy=True)).permute(2, 0, 1).float()
+    ref = _to_tensor(pad_to_multiple(src, PATCH))  # the padding is masked out below
     inside = torch.zeros(1, 1, gh * PATCH, gw * PATCH)
     inside[..., :h, :w] = 1
     D, R = [], []
@@ -159,7 +160,7 @@ class AdaptiveCoder:
         if the cheapest rate everywhere is over the target, that file (the smallest the model makes)."""
         from .api import coded_files
 
-        bpp = _check_bpp(bpp)
+        bpp = check_bpp(bpp)
         P = self.gh * self.gw
         cols = np.arange(P)
         target = bpp * self.width * self.height
@@ -194,5 +195,5 @@ class AdaptiveCoder:
 def compress_adaptive(src: np.ndarray, codec: "Codec", bpp: float, channels: int = 3, entropy: str = "auto",
                       search=None, progress: bool = False) -> bytes:
     """uint8 [H, W, 3] -> an adaptive-rate ``.mbc`` of at most ``bpp`` bits per pixel (see :class:`AdaptiveCoder`)."""
-    _check_bpp(bpp)  # before the encode and decodes
+    check_bpp(bpp)  # before the encode and decodes
     return AdaptiveCoder.prepare(src, codec, channels, entropy, search, progress).code(bpp)
