@@ -11,8 +11,9 @@ MODELS: dict[int, tuple[str, str]] = {
     1: ("codec-nested", "codec-nested.pt"),  # v2 (sessions 2+4); kept so that its .mbc files still decode
     2: ("codec-nested-v3", "codec-nested-v3.pt"),  # session 5: 68-minute float stage
     3: ("codec-nested-v4", "codec-nested-v4.pt"),  # session 22: v3 + 75-min continuation from its BSN QAT stage
+    4: ("codec-nested-v5", "codec-nested-v5.pt"),  # session 26: fresh 95-min run on 2 native-bf16 cores (3.3x v3's float steps)
 }
-DEFAULT_MODEL = "codec-nested-v4"
+DEFAULT_MODEL = "codec-nested-v5"
 #: id written for a model loaded from a user path; its hash still identifies it
 CUSTOM_MODEL_ID = 0
 
