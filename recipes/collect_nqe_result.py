@@ -14,6 +14,9 @@ ap.add_argument("run", nargs="?", default="runs/nqe-1mbit")
 ap.add_argument("out", nargs="?", default="results/nqe_1mbit.json")
 ap.add_argument("--command", default=None, help="the command that trained the run (default: recipes/nqe_1mbit.py)")
 ap.add_argument("--note", default=None, help="free text stored with the result (e.g. what the start was)")
+ap.add_argument("--float-run", default=None,
+                help="the float stage's run dir (recipes/nqe_1mbit_from_float.py OUT/float): its accuracy, "
+                     "curve and wall time are stored with the result and counted in the total")
 a = ap.parse_args()
 run, out = a.run, a.out
 res = json.load(open(f"{run}/result.json"))
@@ -38,6 +41,19 @@ doc = {
                "epoch_s": h["epoch_s"]} for h in hist],
     "final_quant_stats": hist[-1]["quant"],
 }
+if a.float_run:
+    fres = json.load(open(f"{a.float_run}/result.json"))
+    fhist = [json.loads(l) for l in open(f"{a.float_run}/metrics.jsonl")]
+    doc["float_stage"] = {"run": a.float_run, "test_accuracy": fres["accuracy"], "epochs": fres["epochs"],
+                          "train_wall_s": fres["train_wall_s"],
+                          "curve": [{"epoch": h["epoch"], "test_acc": h["test_acc"], "epoch_s": h["epoch_s"]}
+                                    for h in fhist]}
+    doc["total_train_wall_s"] = round(fres["train_wall_s"] + res["train_wall_s"], 1)
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), None) \
+    if platform.system() == "Linux" else None
+if cpu:
+    doc["machine"]["cpu_model"] = cpu
 atomic_write_text(out, json.dumps(doc, indent=2))
 print(json.dumps({k: doc[k] for k in ("test_accuracy", "total_bits", "epochs", "train_wall_s", "accuracy_end_of_bn_phase",
-                                      "accuracy_right_after_bsn_conversion")}))
+                                      "accuracy_right_after_bsn_conversion")}
+                 | {k: doc[k] for k in ("total_train_wall_s",) if k in doc}))

@@ -41,6 +41,7 @@ ap.add_argument("--preset", default="nqe-1mbit")
 ap.add_argument("--device", default="auto")
 ap.add_argument("--batch-size", type=int, default=256)
 ap.add_argument("--no-compile", action="store_true")
+ap.add_argument("--eval-every", type=int, default=1, help="QAT stage: test-set accuracy every N epochs (and at phase ends)")
 ap.add_argument("--kd-alpha", type=float, default=0.0,
                 help="distil stage 2 from the float model (its own teacher) with this weight; 0: no distillation")
 ap.add_argument("--kd-temperature", type=float, default=4.0)
@@ -62,6 +63,6 @@ if float_model is None:
     float_model = str(out / "float" / "model.pt")
 kd = dict(teacher=float_model, kd_alpha=a.kd_alpha, kd_temperature=a.kd_temperature) if a.kd_alpha > 0 else {}
 qcfg = TrainConfig(init=float_model, epochs_bn=a.epochs_bn, epochs_bsn=a.epochs_bsn, lr=a.lr, lr_bsn=a.lr_bsn,
-                   warmup_bsn=0.0, **kd, **common)
+                   warmup_bsn=0.0, eval_every=a.eval_every, **kd, **common)
 res = train_classifier(qcfg, train, test, out / "qat", resume=a.resume)
 json.dump(res, sys.stdout, indent=2)

@@ -196,3 +196,17 @@ def test_recipe_from_float_runs_both_stages_and_resumes(tmp_path, cifar_root):
     p = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, env=env)
     assert p.returncode == 0, p.stderr[-2000:]
     assert len((q / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_eval_every_skips_test_epochs_but_not_phase_ends(tmp_path, cifar_root):
+    train, test = load_cifar10(cifar_root, "train"), load_cifar10(cifar_root, "test")
+    out = tmp_path / "run"
+    res = train_classifier(TrainConfig(epochs_bn=3, epochs_bsn=2, eval_every=2, **FAST), train, test, out,
+                           model_cfg=tiny_cfg(), progress=False)
+    lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    evaluated = [l["epoch"] for l in lines if l["test_acc"] is not None]
+    assert evaluated == [2, 3, 4, 5]  # every 2nd epoch, plus the BN phase's last (3) and the run's last (5)
+    assert res["accuracy"] == lines[-1]["test_acc"]
+    with pytest.raises(ValueError, match="eval_every"):
+        train_classifier(TrainConfig(epochs_bn=1, epochs_bsn=0, eval_every=0, **FAST), train, test, tmp_path / "bad",
+                         model_cfg=tiny_cfg(), progress=False)

@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--float", action="store_true", help="ablation: same architecture, no quantization")
     p.add_argument("--bn-only", action="store_true", help="ablation: keep BatchNorm for the whole budget")
     p.add_argument("--no-compile", action="store_true")
+    p.add_argument("--eval-every", type=int, default=d.eval_every, metavar="N",
+                   help="test-set accuracy every N epochs and after each phase's last (default: every epoch)")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                    help="bf16 autocast (default: only where the CPU/GPU has native bf16)")
     p.add_argument("--threads", type=int, default=None)
@@ -66,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
                       threads=a.threads, limit_train=a.limit_train, limit_test=a.limit_test,
                       warmup_bsn=a.warmup_bsn, teacher=a.teacher, kd_alpha=a.kd_alpha,
                       kd_temperature=a.kd_temperature, device=a.device, init=a.init,
-                      init_step_momentum=a.init_step_momentum)
+                      init_step_momentum=a.init_step_momentum, eval_every=a.eval_every)
     train = load_cifar10(a.data_root, "train", a.limit_train)
     test = load_cifar10(a.data_root, "test", a.limit_test)
     ddp = "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
