@@ -48,6 +48,8 @@ ap.add_argument("--kd-temperature", type=float, default=4.0)
 a = ap.parse_args()
 if not (0.0 <= a.kd_alpha <= 1.0 and a.kd_temperature > 0):
     ap.error("--kd-alpha must be in [0, 1] and --kd-temperature > 0")
+if a.eval_every < 1:
+    ap.error("--eval-every must be >= 1")
 common = dict(preset=a.preset, device=a.device, batch_size=a.batch_size, compile=not a.no_compile)
 try:
     train = load_cifar10(a.data_root, "train", a.limit_train)

@@ -316,6 +316,8 @@ def train_classifier(
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    if cfg.eval_every < 1:
+        raise ValueError(f"eval_every must be >= 1 (got {cfg.eval_every})")
     rank, world = _ddp_info()
     dev = resolve_device(cfg.device)
     out = Path(out_dir)
@@ -370,8 +372,6 @@ def train_classifier(
         atomic_write_text(out / "config.json", json.dumps({"train": cfg.to_dict(), "model": mcfg.to_dict()}, indent=2))
 
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + state["epoch"] * 7 + rank)
-    if cfg.eval_every < 1:
-        raise ValueError(f"eval_every must be >= 1 (got {cfg.eval_every})")
     steps_per_epoch = len(train) // cfg.batch_size
     if steps_per_epoch == 0:  # batches drop the last partial batch: an epoch would take no step
         raise ValueError(f"{len(train)} training images is fewer than one batch ({cfg.batch_size}); "
