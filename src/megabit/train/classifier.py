@@ -377,7 +377,7 @@ def train_classifier(
         raise ValueError(f"{len(train)} training images is fewer than one batch ({cfg.batch_size}); "
                          "use more images or a smaller --batch-size")
     epoch = state["epoch"]
-    cur_phase = None
+    cur_phase, last_ev = None, None
     while epoch < total_epochs:
         # which phase is this epoch in?
         start = 0
@@ -442,7 +442,8 @@ def train_classifier(
         state["wall"] += train_time
         if rank == 0:
             do_eval = epoch % cfg.eval_every == 0 or epoch == start + n_ep
-            test_acc = evaluate(model, test, cfg.tta)["accuracy"] if do_eval else None
+            last_ev = evaluate(model, test, cfg.tta) if do_eval else None
+            test_acc = last_ev["accuracy"] if last_ev else None
             rec = {"epoch": epoch, "phase": phase, "train_loss": tot_loss / tot_n, "train_acc": tot_ok / tot_n,
                    "test_acc": test_acc, "epoch_s": round(train_time, 1), "img_per_s": round(tot_n * world / train_time, 1),
                    "lr": lr, "quant": model.quant_stats() if cfg.quantize else {}}
@@ -456,7 +457,8 @@ def train_classifier(
             atomic_save({"format": "megabit-nqe-ckpt", "model": _cpu_state(model), "model_config": model.cfg.to_dict(),
                          "optimizer": opt.state_dict(), "state": state, "rng": torch.get_rng_state()}, ckpt_path)
 
-    final = evaluate(model, test, cfg.tta) if rank == 0 else {}
+    # the loop's last epoch is always evaluated; a resumed run that was already complete is not
+    final = (last_ev or evaluate(model, test, cfg.tta)) if rank == 0 else {}
     result = {"accuracy": final.get("accuracy"), "per_class": final.get("per_class"), "epochs": total_epochs,
               "train_wall_s": round(state["wall"], 1), "notes": state.get("notes", {})}
     if rank == 0:
