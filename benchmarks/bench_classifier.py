@@ -2,8 +2,8 @@
 
     python benchmarks/bench_classifier.py [--model nqe-1mbit] [--n 1000] [--trials 3]
 
-Anchor: the fake-quant PyTorch model in fp32 (the integer path is reported as a ratio to it,
-measured in the same run). Saves results/bench_classifier.json with machine, versions, trials,
+Anchors, each measured in the same run: the fake-quant PyTorch model in fp32 for the integer
+path; eager training for compiled training; the BN phase's compiled training for the BSN phase's. Saves results/bench_classifier.json with machine, versions, trials,
 medians, and this script's source.
 """
 
@@ -59,27 +59,34 @@ def main() -> None:
     res["infer_integer_img_s"] = len(x) / t_int
     res["integer_vs_fake_quant_ratio"] = t_fq / t_int
 
-    # training throughput of the QAT graph (BN phase), eager vs compiled, bf16 + channels_last
-    for compiled in (False, True):
-        m = NQE(get_preset("nqe-1mbit")).to(memory_format=torch.channels_last).train()
-        f = torch.compile(m) if compiled else m
-        opt = torch.optim.AdamW(m.parameters(), 1e-3)
-        xb = torch.randint(0, 256, (256, 3, 32, 32), dtype=torch.uint8).contiguous(memory_format=torch.channels_last)
-        yb = torch.randint(0, 10, (256,))
+    # training throughput of the QAT graph in both phases (BN, then BSN), eager vs compiled, bf16 + channels_last
+    xb = torch.randint(0, 256, (256, 3, 32, 32), dtype=torch.uint8).contiguous(memory_format=torch.channels_last)
+    yb = torch.randint(0, 10, (256,))
+    for phase in ("bn", "bsn"):
+        for compiled in (False, True):
+            m = NQE(get_preset("nqe-1mbit")).train()
+            if phase == "bsn":
+                m(xb[:64])  # BN statistics and quantizer steps, then the conversion
+                m.convert_to_bsn().train()
+            m = m.to(memory_format=torch.channels_last)
+            f = torch.compile(m) if compiled else m
+            opt = torch.optim.AdamW(m.parameters(), 1e-3)
 
-        def step():
-            for _ in range(a.train_steps):
-                with torch.autocast("cpu", dtype=torch.bfloat16):
-                    out = f(xb)
-                loss = F.cross_entropy(out.float(), yb)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
+            def step():
+                for _ in range(a.train_steps):
+                    with torch.autocast("cpu", dtype=torch.bfloat16):
+                        out = f(xb)
+                    loss = F.cross_entropy(out.float(), yb)
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
 
-        step()  # compile / warm-up
-        t, _ = timed(step, a.trials)
-        res[f"train_{'compiled' if compiled else 'eager'}_img_s"] = 256 * a.train_steps / t
+            step()  # compile / warm-up
+            t, _ = timed(step, a.trials)
+            key = "train" if phase == "bn" else "train_bsn"  # "train_*": the BN-phase keys of earlier runs
+            res[f"{key}_{'compiled' if compiled else 'eager'}_img_s"] = 256 * a.train_steps / t
     res["train_compiled_vs_eager_ratio"] = res["train_compiled_img_s"] / res["train_eager_img_s"]
+    res["train_bsn_vs_bn_compiled_ratio"] = res["train_bsn_compiled_img_s"] / res["train_compiled_img_s"]
     res["source"] = Path(__file__).read_text()
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)

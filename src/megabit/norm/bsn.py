@@ -61,10 +61,11 @@ class BitShiftNorm(nn.Module):
     def forward(self, acc: torch.Tensor) -> torch.Tensor:
         # The trainable parameter is the offset in *output* units (o_c * 2^-k), so that one
         # learning rate suits every layer whatever its shift; the stored value is the integer o_c.
+        # 2^k as a tensor op, not int(self.shift): torch.compile then traces BSN without a graph break
         lim = self.offset_limit
-        k = int(self.shift)
-        o = round_ste(self.offset * 2.0**k).clamp(-lim - 1, lim)
-        return (acc + o.to(acc.dtype).reshape(1, -1, 1, 1)) * 2.0**-k
+        scale = torch.exp2(self.shift.to(self.offset.dtype))
+        o = round_ste(self.offset * scale).clamp(-lim - 1, lim)
+        return (acc + o.to(acc.dtype).reshape(1, -1, 1, 1)) * scale.reciprocal().to(acc.dtype)
 
     @torch.no_grad()
     def init_from_batchnorm(self, bn: nn.BatchNorm2d, quantile: float = 0.9) -> torch.Tensor:
