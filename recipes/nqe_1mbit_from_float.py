@@ -45,6 +45,8 @@ ap.add_argument("--eval-every", type=int, default=1, help="QAT stage: test-set a
 ap.add_argument("--kd-alpha", type=float, default=0.0,
                 help="distil stage 2 from the float model (its own teacher) with this weight; 0: no distillation")
 ap.add_argument("--kd-temperature", type=float, default=4.0)
+ap.add_argument("--bsn-init", choices=("quantile", "fit"), default="quantile",
+                help="BN->BSN conversion (see megabit train-classifier --bsn-init)")
 a = ap.parse_args()
 if not (0.0 <= a.kd_alpha <= 1.0 and a.kd_temperature > 0):
     ap.error("--kd-alpha must be in [0, 1] and --kd-temperature > 0")
@@ -65,6 +67,6 @@ if float_model is None:
     float_model = str(out / "float" / "model.pt")
 kd = dict(teacher=float_model, kd_alpha=a.kd_alpha, kd_temperature=a.kd_temperature) if a.kd_alpha > 0 else {}
 qcfg = TrainConfig(init=float_model, epochs_bn=a.epochs_bn, epochs_bsn=a.epochs_bsn, lr=a.lr, lr_bsn=a.lr_bsn,
-                   warmup_bsn=0.0, eval_every=a.eval_every, **kd, **common)
+                   warmup_bsn=0.0, eval_every=a.eval_every, bsn_init=a.bsn_init, **kd, **common)
 res = train_classifier(qcfg, train, test, out / "qat", resume=a.resume)
 json.dump(res, sys.stdout, indent=2)

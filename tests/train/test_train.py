@@ -210,3 +210,16 @@ def test_eval_every_skips_test_epochs_but_not_phase_ends(tmp_path, cifar_root):
     with pytest.raises(ValueError, match="eval_every"):
         train_classifier(TrainConfig(epochs_bn=1, epochs_bsn=0, eval_every=0, **FAST), train, test, tmp_path / "bad",
                          model_cfg=tiny_cfg(), progress=False)
+
+
+def test_fitted_bsn_conversion_in_training(tmp_path, cifar_root):
+    train, test = load_cifar10(cifar_root, "train"), load_cifar10(cifar_root, "test")
+    out = tmp_path / "run"
+    res = train_classifier(TrainConfig(epochs_bn=1, epochs_bsn=1, bsn_init="fit", bsn_calib_images=32, **FAST),
+                           train, test, out, model_cfg=tiny_cfg(), progress=False)
+    fit = res["notes"]["bsn_fit"]
+    assert len(fit) == len(tiny_cfg().layers) and all("code_mse" in r for r in fit)
+    assert load_classifier(out / "model.pt").cfg.norm == "bsn"
+    with pytest.raises(ValueError, match="bsn_init"):
+        train_classifier(TrainConfig(epochs_bn=1, epochs_bsn=1, bsn_init="median", **FAST), train, test,
+                         tmp_path / "bad", model_cfg=tiny_cfg(), progress=False)

@@ -43,6 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-compile", action="store_true")
     p.add_argument("--eval-every", type=int, default=d.eval_every, metavar="N",
                    help="test-set accuracy every N epochs and after each phase's last (default: every epoch)")
+    p.add_argument("--bsn-init", choices=("quantile", "fit"), default=d.bsn_init,
+                   help="BN->BSN conversion: quantile (the paper's reading) or fit (shift and offsets fitted to "
+                        "the BN network's activation codes on training images)")
+    p.add_argument("--bsn-calib-images", type=int, default=d.bsn_calib_images,
+                   help="training images the 'fit' conversion calibrates on")
+    p.add_argument("--bsn-fit-loss", choices=("mse", "mismatch"), default=d.bsn_fit_loss,
+                   help="what the 'fit' conversion minimises: squared or 0/1 error of the activation codes")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                    help="bf16 autocast (default: only where the CPU/GPU has native bf16)")
     p.add_argument("--threads", type=int, default=None)
@@ -68,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
                       threads=a.threads, limit_train=a.limit_train, limit_test=a.limit_test,
                       warmup_bsn=a.warmup_bsn, teacher=a.teacher, kd_alpha=a.kd_alpha,
                       kd_temperature=a.kd_temperature, device=a.device, init=a.init,
-                      init_step_momentum=a.init_step_momentum, eval_every=a.eval_every)
+                      init_step_momentum=a.init_step_momentum, eval_every=a.eval_every,
+                      bsn_init=a.bsn_init, bsn_calib_images=a.bsn_calib_images, bsn_fit_loss=a.bsn_fit_loss)
     train = load_cifar10(a.data_root, "train", a.limit_train)
     test = load_cifar10(a.data_root, "test", a.limit_test)
     ddp = "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1

@@ -241,22 +241,66 @@ class NQE(nn.Module):
         return self.head.accumulators(f) if self.cfg.quantize else self.head(f)
 
     @torch.no_grad()
-    def convert_to_bsn(self) -> "NQE":
-        """Phase 1 → phase 2: replace each BatchNorm by a layer-shared BitShiftNorm (in place)."""
+    def convert_to_bsn(self, calib: torch.Tensor | None = None, shift_search: int = 2,
+                       samples: int = 4096, loss: str = "mse", batch_size: int = 250) -> "NQE":
+        """Phase 1 → phase 2: replace each BatchNorm by a layer-shared BitShiftNorm (in place).
+
+        Without ``calib``: shift from the ``bsn_quantile`` of the BN scales, offsets aligning the
+        middle HWMSB threshold (``BitShiftNorm.init_from_batchnorm``). With ``calib`` (uint8 images
+        [N, 3, H, W]), [I] the calibrated conversion: layer by layer, shift and offsets are fitted
+        (``BitShiftNorm.fit_``) so that the BSN layer, fed by the already converted layers, reproduces
+        the BatchNorm network's activation codes on those images (``samples`` positions per channel,
+        ``loss`` "mse" or "mismatch" of the codes).
+        The fit's report is kept in ``self.bsn_fit`` (per layer: chosen and quantile shift, code MSE).
+        """
         if self.cfg.norm == "bsn":
             return self
         if not self.cfg.quantize:
             raise ValueError("BSN needs the quantized (integer-accumulator) network")
         cfg = self.cfg.with_(norm="bsn")
+        was_training = self.training
+        self.eval()  # quantizer steps and BN statistics stay as trained
+        dev = self.blocks[0].weight.device
+        x = xr = None
+        if calib is not None:
+            if calib.ndim != 4 or calib.shape[1] != self.cfg.in_channels:
+                raise ValueError(f"calibration images must be [N, {self.cfg.in_channels}, H, W], got {list(calib.shape)}")
+            x = xr = self.prepare_input(calib.to(dev))
+            gen = torch.Generator().manual_seed(0)
+        self.bsn_fit = []
+        codes_fn = lambda y: hwmsb_codes(y, cfg.act_bits, cfg.act_mode, cfg.act_leak)  # noqa: E731
         for blk in self.blocks:
             bn = blk.norm
-            bsn = BitShiftNorm(blk.spec.out, 0, cfg.shift_bits, cfg.offset_bits)
+            bsn = BitShiftNorm(blk.spec.out, 0, cfg.shift_bits, cfg.offset_bits).to(dev)
+            if x is not None:
+                xr_next = torch.cat([blk(xr[i : i + batch_size]) for i in range(0, len(xr), batch_size)])
+                w = blk.quant.codes(blk.weight)
+                acc = torch.cat([F.conv2d(x[i : i + batch_size], w, None, 1, blk.spec.kernel // 2, 1, blk.spec.groups)
+                                 for i in range(0, len(x), batch_size)])
+                # target: the BN network's own codes (on its own input, not the converted prefix's), before pooling
+                ref_acc = torch.cat([F.conv2d(xr[i : i + batch_size], w, None, 1, blk.spec.kernel // 2, 1,
+                                              blk.spec.groups) for i in range(0, len(xr), batch_size)])
+                target = codes_fn(bn(ref_acc))
+                del ref_acc
             sign = bsn.init_from_batchnorm(bn, cfg.bsn_quantile)
             blk.weight.mul_(sign.reshape(-1, 1, 1, 1))
-            blk.norm = bsn.to(blk.weight.device)
+            if x is not None:
+                c = acc.shape[1]
+                a2 = (acc * sign.reshape(1, -1, 1, 1)).transpose(0, 1).reshape(c, -1)
+                t2 = target.transpose(0, 1).reshape(c, -1)
+                if a2.shape[1] > samples:
+                    idx = torch.randperm(a2.shape[1], generator=gen)[:samples].to(dev)
+                    a2, t2 = a2[:, idx], t2[:, idx]
+                self.bsn_fit.append(bsn.fit_(a2, t2, codes_fn, shift_search, loss=loss))
+                del acc, target, a2, t2
+            blk.norm = bsn
             blk.cfg = cfg
+            if x is not None:
+                x = torch.cat([blk(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+                xr = xr_next
         self.head.cfg = cfg
         self.cfg = cfg
+        self.train(was_training)
         return self
 
     def quantizers(self) -> list[tuple[str, WeightQuantizer, nn.Parameter]]:

@@ -19,6 +19,12 @@ arXiv 2501.05097 (the summaries say "0.9-quantile of the channel scales, 4-bit s
    ``o_c = 2^k / 2 - (1/2 - d_c) / |a_c|``. Other choices (matching the channel mean) are possible;
    phase-2 fine-tuning moves the offsets anyway.
 
+Calibrated conversion (``BitShiftNorm.fit_``, [I] ours, not in the paper; ``NQE.convert_to_bsn(calib)``,
+``train-classifier --bsn-init fit``): on calibration images, for each shift k near the quantile's
+(±``shift_search``) and each channel, the offset is the one of a grid that minimises the squared
+error between the BSN layer's activation codes and the BatchNorm network's codes; the shift with
+the least total error wins. Layers are converted in order, each fed by the converted layers before it.
+
 Offsets are trained as floats and rounded with an STE, clamped to the signed ``offset_bits`` range.
 
 >>> import torch
@@ -85,6 +91,57 @@ class BitShiftNorm(nn.Module):
         lim = self.offset_limit
         self.offset.copy_(o.clamp(-lim - 1, lim) * 2.0**-k)
         return sign
+
+    @torch.no_grad()
+    def fit_(self, acc: torch.Tensor, target: torch.Tensor, codes_fn, shift_search: int = 2,
+             grid: int = 65, chunk: int = 16, loss: str = "mse") -> dict:
+        """Fit shift and offsets to reproduce ``target`` codes from accumulators ``acc`` (in place).
+
+        ``acc`` and ``target``: [C, S] samples per channel (channels already sign-flipped);
+        ``codes_fn(y)`` maps BSN outputs to activation codes (e.g. HWMSB). Shifts k0-shift_search ..
+        k0+shift_search (k0: the current shift) are tried; for each, every channel's offset is searched
+        on a grid of ``grid`` values over every offset that puts part of the channel inside the code
+        range, then refined down to integer accumulator units [I]. ``loss``: "mse" (squared code error, default
+        [I]) or "mismatch" (fraction of differing codes). Returns the chosen shift and per-shift errors.
+        """
+        if loss not in ("mse", "mismatch"):
+            raise ValueError(f"loss must be 'mse' or 'mismatch', got {loss!r}")
+        acc, target = acc.float(), target.float()
+        lim = self.offset_limit
+        k0 = int(self.shift)
+        kmax = (1 << self.shift_bits) - 1
+        best = None
+        errors = {}
+        u = torch.linspace(0.0, 1.0, grid, device=acc.device)
+        fine = torch.linspace(-1.0, 1.0, 33, device=acc.device)
+        for k in range(max(0, k0 - shift_search), min(kmax, k0 + shift_search) + 1):
+            y0 = acc * 2.0**-k  # [C, S] without offset
+            # every offset that puts some of the channel's inputs inside the code range [0, 1)
+            lo = -torch.quantile(y0, 0.995, dim=1) - 0.25
+            hi = 1.25 - torch.quantile(y0, 0.005, dim=1)
+            tot, offs = 0.0, torch.empty(acc.shape[0], device=acc.device)
+            for c0 in range(0, acc.shape[0], chunk):
+                y, t = y0[c0 : c0 + chunk, None, :], target[c0 : c0 + chunk, None, :]
+                l_, h_ = lo[c0 : c0 + chunk, None], hi[c0 : c0 + chunk, None]
+                cand, step = l_ + (h_ - l_) * u[None, :], (h_ - l_) / (grid - 1)  # [c, G] output units
+                while True:  # a coarse grid, then finer ones around the best, down to integer offsets
+                    cand = torch.round(cand * 2.0**k).clamp(-lim - 1, lim) * 2.0**-k
+                    diff = codes_fn(y + cand[:, :, None]) - t  # [c, G, S]
+                    err = (diff.pow(2) if loss == "mse" else (diff != 0).float()).mean(2)  # [c, G]
+                    e, j = err.min(1)
+                    best_c = cand.gather(1, j[:, None])
+                    if float(step.max()) * 2.0**k <= 1.0:
+                        break
+                    cand, step = best_c + step * fine[None, :], step / 16
+                offs[c0 : c0 + chunk] = best_c[:, 0]
+                tot += float(e.sum())
+            errors[k] = tot / acc.shape[0]
+            if best is None or tot < best[0]:
+                best = (tot, k, offs)
+        _, k, offs = best
+        self.shift.fill_(k)
+        self.offset.copy_(offs)
+        return {"shift": k, "quantile_shift": k0, "code_mse": {str(kk): round(v, 5) for kk, v in errors.items()}}
 
     def extra_repr(self) -> str:
         return f"{self.channels}, shift={int(self.shift)}, offset_bits={self.offset_bits}"

@@ -70,6 +70,12 @@ class TrainConfig:
     # (not stored in a .mbit) is refitted on training images.
     init: str | None = None
     init_step_momentum: float = 0.0
+    # BN -> BSN conversion: "quantile" (the paper's reading: shift from the bsn_quantile of the BN
+    # scales, offsets on the middle threshold) or "fit" ([I] ours: shift and offsets fitted layer by
+    # layer to the BN network's activation codes on the first bsn_calib_images training images)
+    bsn_init: str = "quantile"
+    bsn_calib_images: int = 1000
+    bsn_fit_loss: str = "mse"  # "mse" or "mismatch" of the activation codes
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -318,6 +324,11 @@ def train_classifier(
         torch.set_num_threads(cfg.threads)
     if cfg.eval_every < 1:
         raise ValueError(f"eval_every must be >= 1 (got {cfg.eval_every})")
+    if cfg.bsn_init not in ("quantile", "fit") or cfg.bsn_fit_loss not in ("mse", "mismatch"):
+        raise ValueError(f"bsn_init must be 'quantile' or 'fit' and bsn_fit_loss 'mse' or 'mismatch' "
+                         f"(got {cfg.bsn_init!r}, {cfg.bsn_fit_loss!r})")
+    if cfg.bsn_calib_images < 1:
+        raise ValueError(f"bsn_calib_images must be >= 1 (got {cfg.bsn_calib_images})")
     rank, world = _ddp_info()
     dev = resolve_device(cfg.device)
     out = Path(out_dir)
@@ -386,9 +397,12 @@ def train_classifier(
                 break
             start += n_ep
         if phase == "bsn" and model.cfg.norm != "bsn":
-            model.convert_to_bsn()
+            calib = train.x[: cfg.bsn_calib_images] if cfg.bsn_init == "fit" else None
+            model.convert_to_bsn(calib, loss=cfg.bsn_fit_loss)
             model.to(dev)
             opt_state = None
+            if calib is not None:
+                state.setdefault("notes", {})["bsn_fit"] = model.bsn_fit
             if rank == 0:
                 r = evaluate(model, test, cfg.tta)
                 state.setdefault("notes", {})["bsn_after_conversion"] = r["accuracy"]
