@@ -47,6 +47,7 @@ ap.add_argument("--kd-alpha", type=float, default=0.0,
 ap.add_argument("--kd-temperature", type=float, default=4.0)
 ap.add_argument("--bsn-init", choices=("quantile", "fit"), default="quantile",
                 help="BN->BSN conversion (see megabit train-classifier --bsn-init)")
+ap.add_argument("--bsn-fit-loss", choices=("mse", "mismatch"), default="mse")
 a = ap.parse_args()
 if not (0.0 <= a.kd_alpha <= 1.0 and a.kd_temperature > 0):
     ap.error("--kd-alpha must be in [0, 1] and --kd-temperature > 0")
@@ -67,6 +68,6 @@ if float_model is None:
     float_model = str(out / "float" / "model.pt")
 kd = dict(teacher=float_model, kd_alpha=a.kd_alpha, kd_temperature=a.kd_temperature) if a.kd_alpha > 0 else {}
 qcfg = TrainConfig(init=float_model, epochs_bn=a.epochs_bn, epochs_bsn=a.epochs_bsn, lr=a.lr, lr_bsn=a.lr_bsn,
-                   warmup_bsn=0.0, eval_every=a.eval_every, bsn_init=a.bsn_init, **kd, **common)
+                   warmup_bsn=0.0, eval_every=a.eval_every, bsn_init=a.bsn_init, bsn_fit_loss=a.bsn_fit_loss, **kd, **common)
 res = train_classifier(qcfg, train, test, out / "qat", resume=a.resume)
 json.dump(res, sys.stdout, indent=2)
