@@ -13,8 +13,9 @@ def tiny_cfg(**kw) -> NQEConfig:
                                                LayerSpec(16, levels=2, groups=2, pool=True)), head_levels=3, **kw)
 
 
-def make_bsn_model(seed: int = 0, cfg: NQEConfig | None = None) -> NQE:
-    """A small model with random weights, BN statistics from random data, converted to BSN."""
+def make_bsn_model(seed: int = 0, cfg: NQEConfig | None = None, fit: bool = False) -> NQE:
+    """A small model with random weights, BN statistics from random data, converted to BSN
+    (``fit``: by the calibrated conversion, on those images)."""
     torch.manual_seed(seed)
     m = NQE(cfg or tiny_cfg())
     m.train()
@@ -23,7 +24,7 @@ def make_bsn_model(seed: int = 0, cfg: NQEConfig | None = None) -> NQE:
         for _ in range(3):
             m(x)
     m.eval()
-    m.convert_to_bsn()
+    m.convert_to_bsn(x if fit else None)
     return m.eval()
 
 

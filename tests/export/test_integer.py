@@ -8,7 +8,9 @@ from megabit.train.classifier import predict_logits
 from tests.conftest import make_bsn_model, tiny_cfg
 
 
-def test_integer_matches_fake_quant_exactly(bsn_model):
+@pytest.mark.parametrize("fit", [False, True], ids=["quantile-conversion", "fitted-conversion"])
+def test_integer_matches_fake_quant_exactly(fit):
+    bsn_model = make_bsn_model(fit=fit)
     torch.manual_seed(1)
     x = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
     net = IntegerNQE.from_model(bsn_model)
