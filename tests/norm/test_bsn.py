@@ -1,3 +1,6 @@
+import copy
+
+import pytest
 import torch
 
 from megabit.norm import BitShiftNorm
@@ -27,7 +30,6 @@ def test_offsets_are_integers_in_range():
     bsn = BitShiftNorm(4, shift=3, offset_bits=6)
     bsn.offset.data = torch.tensor([0.3, -100.0, 100.0, 1.26])
     assert bsn.int_offsets().tolist() == [2, -32, 31, 10]
-
 
 
 def test_forward_traces_without_graph_break():
@@ -62,17 +64,11 @@ def test_fit_recovers_a_shift_and_offsets_that_reproduce_the_target_codes():
     assert (hwmsb_codes(got) != target).float().mean() < 0.01
     # mismatch loss too; a bad loss name is refused
     assert BitShiftNorm(6, shift=4).fit_(acc, target, hwmsb_codes, loss="mismatch")["shift"] == k_true
-    import pytest
-
     with pytest.raises(ValueError, match="loss"):
         BitShiftNorm(6, shift=4).fit_(acc, target, hwmsb_codes, loss="l1")
 
 
 def test_calibrated_conversion_matches_the_bn_codes_better_than_the_quantile():
-    import copy
-
-    import pytest
-
     from megabit.models import NQE, LayerSpec, NQEConfig
 
     torch.manual_seed(0)

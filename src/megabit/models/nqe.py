@@ -273,31 +273,34 @@ class NQE(nn.Module):
             bn = blk.norm
             bsn = BitShiftNorm(blk.spec.out, 0, cfg.shift_bits, cfg.offset_bits).to(dev)
             if x is not None:
-                xr_next = torch.cat([blk(xr[i : i + batch_size]) for i in range(0, len(xr), batch_size)])
                 w = blk.quant.codes(blk.weight)
-                acc = torch.cat([F.conv2d(x[i : i + batch_size], w, None, 1, blk.spec.kernel // 2, 1, blk.spec.groups)
-                                 for i in range(0, len(x), batch_size)])
+
+                def conv(t: torch.Tensor) -> torch.Tensor:  # the block's integer accumulators, in batches
+                    return torch.cat([F.conv2d(t[i : i + batch_size], w, None, 1, blk.spec.kernel // 2, 1,
+                                               blk.spec.groups) for i in range(0, len(t), batch_size)])
+
+                def pool(t: torch.Tensor) -> torch.Tensor:
+                    return F.max_pool2d(t, 2) if blk.spec.pool else t
+
+                acc = conv(x)
                 # target: the BN network's own codes (on its own input, not the converted prefix's), before pooling
-                ref_acc = torch.cat([F.conv2d(xr[i : i + batch_size], w, None, 1, blk.spec.kernel // 2, 1,
-                                              blk.spec.groups) for i in range(0, len(xr), batch_size)])
-                target = codes_fn(bn(ref_acc))
-                del ref_acc
+                target = codes_fn(bn(conv(xr)))
+                xr = pool(target)  # the BN network's input to the next block
             sign = bsn.init_from_batchnorm(bn, cfg.bsn_quantile)
             blk.weight.mul_(sign.reshape(-1, 1, 1, 1))
             if x is not None:
+                acc = acc * sign.reshape(1, -1, 1, 1)  # the flipped weights' accumulators (symmetric codes)
                 c = acc.shape[1]
-                a2 = (acc * sign.reshape(1, -1, 1, 1)).transpose(0, 1).reshape(c, -1)
+                a2 = acc.transpose(0, 1).reshape(c, -1)
                 t2 = target.transpose(0, 1).reshape(c, -1)
                 if a2.shape[1] > samples:
                     idx = torch.randperm(a2.shape[1], generator=gen)[:samples].to(dev)
                     a2, t2 = a2[:, idx], t2[:, idx]
                 self.bsn_fit.append(bsn.fit_(a2, t2, codes_fn, shift_search, loss=loss))
+                x = pool(codes_fn(bsn(acc)))  # the converted block's output: the next block's input
                 del acc, target, a2, t2
             blk.norm = bsn
             blk.cfg = cfg
-            if x is not None:
-                x = torch.cat([blk(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
-                xr = xr_next
         self.head.cfg = cfg
         self.cfg = cfg
         self.train(was_training)
