@@ -122,13 +122,14 @@ def small_batches(monkeypatch):
                         lambda **kw: orig(**{**kw, "batch_patches": 8, "batch_crops": 2, "crop": 64, "n_val": 2}))
 
 
-@pytest.mark.parametrize("loss,binarize", [("mse", "ste"), ("ms-ssim", "stochastic")])
-def test_train_codec_smoke(tmp_path, loss, binarize, small_batches):
+@pytest.mark.parametrize("loss,binarize,bsn_init", [("mse", "ste", "quantile"), ("ms-ssim", "stochastic", "fit")])
+def test_train_codec_smoke(tmp_path, capsys, loss, binarize, bsn_init, small_batches):
     d = _photos(tmp_path)
     out = tmp_path / "run"
     args = ["--data-root", str(d), "--out", str(out), "--tiny", "--minutes", "0.01", "0.01", "0.01", "0.01", "--loss", loss,
-            "--binarize", binarize]
+            "--binarize", binarize, "--bsn-init", bsn_init, "--bsn-calib-patches", "64"]
     assert train_codec.main(args) == 0
+    assert ('"bsn_fit"' in capsys.readouterr().out) == (bsn_init == "fit")  # the calibrated conversion ran
     res = json.loads((out / "result.json").read_text())
     assert set(res["val_psnr"]) == {"32", "64"}
     from megabit.codec.api import load_codec

@@ -76,6 +76,35 @@ def test_bsn_encoder_is_integer_exact_and_keeps_codes():
     assert bits1.dtype == torch.uint8 and bits1.shape == (6, 64) and torch.equal(bits1, bits2)
 
 
+def test_calibrated_encoder_conversion_keeps_the_bn_bits_better_than_the_quantile():
+    import copy
+
+    torch.manual_seed(0)
+    m = make_tiny_codec(bsn=False)
+    for mod in m.g_a.modules():  # channel scales spread over 4x, as after training
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.weight.data.uniform_(0.5, 2.0)
+            mod.bias.data.uniform_(-0.3, 0.6)
+    calib = torch.randint(0, 256, (48, 3, 32, 32), dtype=torch.uint8)
+    m.train()
+    with torch.no_grad():
+        m.g_a(calib.float())
+    m.eval()
+    x = torch.randint(0, 256, (32, 3, 32, 32), generator=torch.Generator().manual_seed(2)).float()
+    with torch.no_grad():
+        ref = m.g_a(x)
+        q = copy.deepcopy(m.g_a).convert_to_bsn()
+        f = copy.deepcopy(m.g_a).convert_to_bsn(calib)
+        mism_q, mism_f = float((q(x) != ref).float().mean()), float((f(x) != ref).float().mean())
+        feats = f.features(x)
+    assert f.cfg.norm == "bsn" and not f.training and len(f.bsn_fit) == len(m.g_a.blocks) + 1
+    assert f.bsn_fit[-1]["shift"] == f.bsn_fit[-1]["quantile_shift"]  # the code layer keeps its shift
+    assert mism_f < mism_q, (mism_f, mism_q)
+    assert torch.equal(feats, feats.round()) and feats.min() >= 0 and feats.max() <= 3
+    with pytest.raises(ValueError, match="calibration patches"):
+        copy.deepcopy(m.g_a).convert_to_bsn(torch.zeros(4, 3, 16, 16, dtype=torch.uint8))
+
+
 def test_compress_decompress_shapes():
     m = make_tiny_codec()
     bits = m.compress(torch.zeros(1, 3, 64, 32), 32)

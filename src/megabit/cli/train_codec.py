@@ -41,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--code-context", type=int, default=0, metavar="WIDTH",
                    help="add a cross-patch code context module of this width to the decoder (fresh runs, or "
                         "added zero-initialised to an --init model); it trains in the refine stage [I]")
+    p.add_argument("--bsn-init", choices=["quantile", "fit"], default="quantile",
+                   help="encoder BN->BSN conversion: quantile of the BN scales (the paper's reading) or fit "
+                        "shifts and offsets to the BN encoder's codes on --bsn-calib-patches training patches [I]")
+    p.add_argument("--bsn-calib-patches", type=int, default=4096, metavar="N")
     p.add_argument("--tiny", action="store_true", help="tiny model (smoke tests)")
     return p
 
@@ -58,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
                             init=a.init, lr_refine_dec=a.lr_refine_dec, device=a.device,
                             binarize=a.binarize, init_refine=a.init_refine,
                             init_stage=a.init_stage, lr_qat=a.lr_qat,
-                            code_context=a.code_context if a.init else 0)
+                            code_context=a.code_context if a.init else 0,
+                            bsn_init=a.bsn_init, bsn_calib_patches=a.bsn_calib_patches)
     if a.code_context < 0:
         raise ValueError(f"--code-context must be >= 0, got {a.code_context}")
     mcfg = (PatchCodecConfig.tiny() if a.tiny else PatchCodecConfig()).with_(code_context=a.code_context)

@@ -81,6 +81,11 @@ class TrainCodecConfig:
     # context module of this width (PatchCodecConfig.code_context) to the init model; it starts at
     # zero (the init model's decode) and trains with the refinement. 0: keep the init's decoder as is.
     code_context: int = 0
+    # BN -> BSN conversion of the encoder before the qat_bsn stage: "quantile" (the paper's reading)
+    # or "fit" ([I] ours, as train-classifier --bsn-init fit): shifts and offsets fitted layer by layer
+    # to the BN encoder's activation codes and bits on bsn_calib_patches random training patches
+    bsn_init: str = "quantile"
+    bsn_calib_patches: int = 4096
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -253,6 +258,9 @@ def train_codec(
         raise ValueError(f"init_stage must be 'refine' or 'qat_bsn', got {tcfg.init_stage!r}")
     if tcfg.binarize not in ("ste", "stochastic"):
         raise ValueError(f"binarize must be 'ste' or 'stochastic', got {tcfg.binarize!r}")
+    if tcfg.bsn_init not in ("quantile", "fit") or tcfg.bsn_calib_patches < 1:
+        raise ValueError(f"bsn_init must be 'quantile' or 'fit' and bsn_calib_patches >= 1 "
+                         f"(got {tcfg.bsn_init!r}, {tcfg.bsn_calib_patches})")
     dev = resolve_device(tcfg.device)
     amp = use_bf16(tcfg.bf16, dev.type)
     # a bad --init fails before the run folder is created; init_obj's tensors stay the original ones
@@ -400,7 +408,16 @@ def train_codec(
                     teacher = model
                     model = _float_to_quant(teacher)
                 elif nxt == "qat_bsn":
-                    model.g_a.convert_to_bsn()
+                    # the BN-mode encoder at the end of qat_bn: conversions can be compared on it later
+                    # (recipes/codec_bsn_conversion.py)
+                    atomic_save({"model": model.cfg.to_dict(), "state_dict": model.state_dict()}, out / "qat_bn_end.pt")
+                    calib = None
+                    if tcfg.bsn_init == "fit":  # own generator: the training crops stay those of a quantile run
+                        cgen = torch.Generator().manual_seed(tcfg.seed + 1)
+                        calib = random_crops(train, tcfg.bsn_calib_patches, 32, cgen).to(dev)
+                    model.g_a.convert_to_bsn(calib)
+                    if calib is not None:
+                        log(json.dumps({"bsn_fit": model.g_a.bsn_fit}))
                     model.cfg = model.g_a.cfg
                     model.refine.cfg = model.cfg
                 elif nxt == "refine":

@@ -32,7 +32,7 @@ from ..quant.act import hwmsb_codes
 from ..quant.ste import round_ste
 from ..quant.weight import QuantSpec, WeightQuantizer
 
-__all__ = ["LayerSpec", "NQEConfig", "NQE", "PRESETS", "get_preset"]
+__all__ = ["LayerSpec", "NQEConfig", "NQE", "PRESETS", "convert_blocks_to_bsn", "get_preset"]
 
 
 @dataclass(frozen=True)
@@ -207,6 +207,60 @@ class QHead(nn.Module):
         return F.linear(s, w) + b
 
 
+def _sample_channels(t: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
+    """[N, C, H, W] -> [C, S]: each channel's values at the sampled positions."""
+    t = t.transpose(0, 1).reshape(t.shape[1], -1)
+    return t if idx is None else t[:, idx]
+
+
+@torch.no_grad()
+def convert_blocks_to_bsn(blocks, cfg: NQEConfig, x: torch.Tensor | None = None, shift_search: int = 2,
+                          samples: int = 4096, loss: str = "mse", batch_size: int = 250):
+    """BN -> BSN for a chain of :class:`QConvBlock` (in place); ``cfg``: the BSN-mode config.
+
+    Without ``x``: the quantile conversion (``BitShiftNorm.init_from_batchnorm``). With ``x`` (the
+    first block's input), [I] the calibrated conversion: block by block, the shift and offsets are
+    fitted so that the BSN block, fed by the already converted blocks, reproduces the BatchNorm
+    chain's activation codes (teacher-forced: the target is the BN chain on its own input).
+    Returns ``(reports, x, xr)``: the per-block fit reports and the converted / BN chains' outputs
+    (``None`` without ``x``), so a following layer can be fitted the same way.
+    """
+    codes_fn = lambda y: hwmsb_codes(y, cfg.act_bits, cfg.act_mode, cfg.act_leak)  # noqa: E731
+    gen = torch.Generator().manual_seed(0)
+    reports, xr = [], x
+    for blk in blocks:
+        bn = blk.norm
+        dev = blk.weight.device
+        bsn = BitShiftNorm(blk.spec.out, 0, cfg.shift_bits, cfg.offset_bits).to(dev)
+        if x is not None:
+            w = blk.quant.codes(blk.weight)
+
+            def conv(t: torch.Tensor) -> torch.Tensor:  # the block's integer accumulators, in batches
+                return torch.cat([F.conv2d(t[i : i + batch_size], w, None, 1, blk.spec.kernel // 2, 1,
+                                           blk.spec.groups) for i in range(0, len(t), batch_size)])
+
+            def pool(t: torch.Tensor) -> torch.Tensor:
+                return F.max_pool2d(t, 2) if blk.spec.pool else t
+
+            acc = conv(x)
+            # target: the BN chain's own codes (on its own input, not the converted prefix's), before pooling
+            target = codes_fn(bn(conv(xr)))
+            xr = pool(target)  # the BN chain's input to the next block
+        sign = bsn.init_from_batchnorm(bn, cfg.bsn_quantile)
+        blk.weight.mul_(sign.reshape(-1, 1, 1, 1))
+        if x is not None:
+            acc = acc * sign.reshape(1, -1, 1, 1)  # the flipped weights' accumulators (symmetric codes)
+            npos = acc.numel() // acc.shape[1]
+            idx = torch.randperm(npos, generator=gen)[:samples].to(dev) if npos > samples else None
+            reports.append(bsn.fit_(_sample_channels(acc, idx), _sample_channels(target, idx), codes_fn,
+                                    shift_search, loss=loss))
+            x = pool(codes_fn(bsn(acc)))  # the converted block's output: the next block's input
+            del acc, target
+        blk.norm = bsn
+        blk.cfg = cfg
+    return reports, x, xr
+
+
 class NQE(nn.Module):
     """The NQE classifier. Input: uint8 (or float 0..255) images, NCHW."""
 
@@ -261,46 +315,12 @@ class NQE(nn.Module):
         was_training = self.training
         self.eval()  # quantizer steps and BN statistics stay as trained
         dev = self.blocks[0].weight.device
-        x = xr = None
+        x = None
         if calib is not None:
             if calib.ndim != 4 or calib.shape[1] != self.cfg.in_channels:
                 raise ValueError(f"calibration images must be [N, {self.cfg.in_channels}, H, W], got {list(calib.shape)}")
-            x = xr = self.prepare_input(calib.to(dev))
-            gen = torch.Generator().manual_seed(0)
-        self.bsn_fit = []
-        codes_fn = lambda y: hwmsb_codes(y, cfg.act_bits, cfg.act_mode, cfg.act_leak)  # noqa: E731
-        for blk in self.blocks:
-            bn = blk.norm
-            bsn = BitShiftNorm(blk.spec.out, 0, cfg.shift_bits, cfg.offset_bits).to(dev)
-            if x is not None:
-                w = blk.quant.codes(blk.weight)
-
-                def conv(t: torch.Tensor) -> torch.Tensor:  # the block's integer accumulators, in batches
-                    return torch.cat([F.conv2d(t[i : i + batch_size], w, None, 1, blk.spec.kernel // 2, 1,
-                                               blk.spec.groups) for i in range(0, len(t), batch_size)])
-
-                def pool(t: torch.Tensor) -> torch.Tensor:
-                    return F.max_pool2d(t, 2) if blk.spec.pool else t
-
-                acc = conv(x)
-                # target: the BN network's own codes (on its own input, not the converted prefix's), before pooling
-                target = codes_fn(bn(conv(xr)))
-                xr = pool(target)  # the BN network's input to the next block
-            sign = bsn.init_from_batchnorm(bn, cfg.bsn_quantile)
-            blk.weight.mul_(sign.reshape(-1, 1, 1, 1))
-            if x is not None:
-                acc = acc * sign.reshape(1, -1, 1, 1)  # the flipped weights' accumulators (symmetric codes)
-                c = acc.shape[1]
-                a2 = acc.transpose(0, 1).reshape(c, -1)
-                t2 = target.transpose(0, 1).reshape(c, -1)
-                if a2.shape[1] > samples:
-                    idx = torch.randperm(a2.shape[1], generator=gen)[:samples].to(dev)
-                    a2, t2 = a2[:, idx], t2[:, idx]
-                self.bsn_fit.append(bsn.fit_(a2, t2, codes_fn, shift_search, loss=loss))
-                x = pool(codes_fn(bsn(acc)))  # the converted block's output: the next block's input
-                del acc, target, a2, t2
-            blk.norm = bsn
-            blk.cfg = cfg
+            x = self.prepare_input(calib.to(dev))
+        self.bsn_fit, _, _ = convert_blocks_to_bsn(self.blocks, cfg, x, shift_search, samples, loss, batch_size)
         self.head.cfg = cfg
         self.cfg = cfg
         self.train(was_training)

@@ -55,7 +55,7 @@ from torch import nn
 from ..norm.bsn import BitShiftNorm
 from ..quant.ste import sign_ste
 from ..quant.weight import QuantSpec, WeightQuantizer, bits_per_code
-from .nqe import LayerSpec, NQEConfig, QConvBlock
+from .nqe import LayerSpec, NQEConfig, QConvBlock, _sample_channels, convert_blocks_to_bsn
 
 __all__ = [
     "PatchCodecConfig",
@@ -204,19 +204,35 @@ class CodeLayer(nn.Module):
         return sign_ste(self.pre_sign(x))
 
     @torch.no_grad()
-    def convert_to_bsn(self, cfg: PatchCodecConfig) -> None:
-        """BN -> BSN for a sign output: only the zero crossing matters, ``o_c = d_c / |a_c|``."""
+    def convert_to_bsn(self, cfg: PatchCodecConfig, x: torch.Tensor | None = None,
+                       xr: torch.Tensor | None = None, samples: int = 4096, loss: str = "mse") -> dict | None:
+        """BN -> BSN for a sign output: only the zero crossing matters, ``o_c = d_c / |a_c|``.
+
+        With ``x`` (the converted encoder's features) and ``xr`` (the BN encoder's), [I] the offsets
+        are instead fitted so that the bits on ``x`` reproduce the BN encoder's bits on ``xr``
+        (the shift stays the quantile's: it does not change a sign, only the STE gradient scale).
+        """
         bn = self.norm
         a = bn.weight / torch.sqrt(bn.running_var + bn.eps)
         d = bn.bias - a * bn.running_mean
-        bsn = BitShiftNorm(cfg.code_channels, 0, cfg.shift_bits, cfg.offset_bits)
+        bsn = BitShiftNorm(cfg.code_channels, 0, cfg.shift_bits, cfg.offset_bits).to(self.weight.device)
         sign = bsn.init_from_batchnorm(bn, cfg.bsn_quantile)  # sets the shift (keeps STE gradients O(1))
         k = int(bsn.shift)
         lim = bsn.offset_limit
         bsn.offset.copy_((d / a.abs().clamp_min(1e-12)).clamp(-lim - 1, lim) * 2.0**-k)
+        report = None
+        if x is not None:
+            w = self.quant.codes(self.weight)
+            target = (bn(F.conv2d(xr, w)) >= 0).float()
+            acc = F.conv2d(x, w) * sign.reshape(1, -1, 1, 1)
+            npos = acc.numel() // acc.shape[1]
+            idx = torch.randperm(npos, generator=torch.Generator().manual_seed(0))[:samples] if npos > samples else None
+            bits = lambda y: (y >= 0).float()  # noqa: E731
+            report = bsn.fit_(_sample_channels(acc, idx), _sample_channels(target, idx), bits, 0, loss=loss)
         self.weight.mul_(sign.reshape(-1, 1, 1, 1))
-        self.norm = bsn.to(self.weight.device)
+        self.norm = bsn
         self.cfg = cfg
+        return report
 
 
 class PatchEncoder(nn.Module):
@@ -248,22 +264,33 @@ class PatchEncoder(nn.Module):
         return sign_ste(self.pre_sign(x))
 
     @torch.no_grad()
-    def convert_to_bsn(self) -> "PatchEncoder":
-        """Phase 2 of NQE training: every BatchNorm -> layer-shared BitShiftNorm (in place)."""
+    def convert_to_bsn(self, calib: torch.Tensor | None = None, shift_search: int = 2, samples: int = 4096,
+                       loss: str = "mse") -> "PatchEncoder":
+        """Phase 2 of NQE training: every BatchNorm -> layer-shared BitShiftNorm (in place).
+
+        Without ``calib``: the quantile conversion. With ``calib`` (uint8 patches [N, 3, 32, 32]), [I]
+        the calibrated conversion of :meth:`megabit.models.nqe.NQE.convert_to_bsn`: layer by layer,
+        fed by the converted layers, shifts and offsets reproduce the BN encoder's activation codes,
+        and the code layer's offsets its bits. The fit's report is kept in ``self.bsn_fit``.
+        """
         if self.cfg.norm == "bsn":
             return self
         if not self.cfg.quantize:
             raise ValueError("BSN needs the quantized (integer-accumulator) encoder")
         cfg = self.cfg.with_(norm="bsn")
-        ncfg = cfg.nqe_config()
-        for blk in self.blocks:
-            bsn = BitShiftNorm(blk.spec.out, 0, cfg.shift_bits, cfg.offset_bits)
-            sign = bsn.init_from_batchnorm(blk.norm, cfg.bsn_quantile)
-            blk.weight.mul_(sign.reshape(-1, 1, 1, 1))
-            blk.norm = bsn.to(blk.weight.device)
-            blk.cfg = ncfg
-        self.code.convert_to_bsn(cfg)
+        was_training = self.training
+        self.eval()  # quantizer steps and BN statistics stay as trained
+        x = None
+        if calib is not None:
+            if calib.ndim != 4 or tuple(calib.shape[1:]) != (3, PATCH, PATCH):
+                raise ValueError(f"calibration patches must be [N, 3, {PATCH}, {PATCH}], got {list(calib.shape)}")
+            x = calib.to(self.code.weight.device).float() - 128.0
+        self.bsn_fit, x, xr = convert_blocks_to_bsn(self.blocks, cfg.nqe_config(), x, shift_search, samples, loss)
+        code_fit = self.code.convert_to_bsn(cfg, x, xr, samples, loss)
+        if code_fit is not None:
+            self.bsn_fit.append(code_fit)
         self.cfg = cfg
+        self.train(was_training)
         return self
 
     def quantized_layers(self) -> list[tuple[str, nn.Module]]:
