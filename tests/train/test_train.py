@@ -220,6 +220,8 @@ def test_fitted_bsn_conversion_in_training(tmp_path, cifar_root):
     fit = res["notes"]["bsn_fit"]
     assert len(fit) == len(tiny_cfg().layers) and all("code_mse" in r for r in fit)
     assert load_classifier(out / "model.pt").cfg.norm == "bsn"
+    bn_end = load_classifier(out / "bn_end.pt")  # the phase-1 end, for later conversion studies
+    assert bn_end.cfg.norm == "bn" and bn_end.cfg.quantize
     with pytest.raises(ValueError, match="bsn_init"):
         train_classifier(TrainConfig(epochs_bn=1, epochs_bsn=1, bsn_init="median", **FAST), train, test,
                          tmp_path / "bad", model_cfg=tiny_cfg(), progress=False)

@@ -6,7 +6,8 @@ tensors, bf16 autocast + channels_last, optional torch.compile, flip test-time a
 The paper trains 100 + 120 epochs on a GPU; both phase lengths are configurable.
 
 Run directory layout: ``config.json``, ``metrics.jsonl`` (one JSON line per epoch),
-``checkpoint.pt`` (atomic, every epoch; ``resume=True`` continues from it) and ``model.pt``
+``checkpoint.pt`` (atomic, every epoch; ``resume=True`` continues from it), ``bn_end.pt`` (the
+quantized BN-mode model at the end of phase 1, before the BSN conversion) and ``model.pt``
 (the final small file: config + state_dict). Multi-process: launched under ``torchrun`` the
 loop uses torch.distributed (gloo on CPU) with DistributedDataParallel, each rank taking its
 shard of every batch. On a GPU (``device="auto"`` picks it; NCCL under torchrun) batches are
@@ -397,6 +398,8 @@ def train_classifier(
                 break
             start += n_ep
         if phase == "bsn" and model.cfg.norm != "bsn":
+            if rank == 0:  # the BN-phase end, kept so that conversions can be compared on it later
+                save_classifier(model, out / "bn_end.pt")  # (recipes/nqe_bsn_conversion.py)
             calib = train.x[: cfg.bsn_calib_images] if cfg.bsn_init == "fit" else None
             model.convert_to_bsn(calib, loss=cfg.bsn_fit_loss)
             model.to(dev)
