@@ -3,8 +3,8 @@
     python recipes/nqe_bsn_conversion.py RUN/model.pt --data-root ../shared/data/cifar10-jpeg-q75 \
         --json results/nqe_bsn_conversion.json
 
-RUN/model.pt is a quantized model still in BatchNorm mode (e.g. `megabit train-classifier ...
---epochs-bsn 0`). For each conversion (``quantile``: the paper's reading; ``fit-mse`` and
+RUN/model.pt is a quantized model still in BatchNorm mode: the ``bn_end.pt`` that
+`megabit train-classifier` keeps at the end of phase 1, or the model.pt of a run with `--epochs-bsn 0`. For each conversion (``quantile``: the paper's reading; ``fit-mse`` and
 ``fit-mismatch``: [I] shift and offsets fitted layer by layer to the BN network's activation codes
 on the first ``--calib`` training images) it reports the test accuracy right after conversion
 (flip TTA), the shifts, and the per-layer agreement of activation codes with the BN network on
