@@ -34,6 +34,8 @@ ap.add_argument("--float-epochs", type=int, default=84)
 ap.add_argument("--epochs-bn", type=int, default=32)
 ap.add_argument("--epochs-bsn", type=int, default=12)
 ap.add_argument("--lr", type=float, default=1e-3)
+ap.add_argument("--warmup-bsn", type=float, default=0.0,
+                help="warm-up fraction of the BSN phase (default 0: start at --lr-bsn)")
 ap.add_argument("--lr-bsn", type=float, default=3e-4)
 ap.add_argument("--limit-train", type=int, default=None)
 ap.add_argument("--limit-test", type=int, default=None)
@@ -68,6 +70,6 @@ if float_model is None:
     float_model = str(out / "float" / "model.pt")
 kd = dict(teacher=float_model, kd_alpha=a.kd_alpha, kd_temperature=a.kd_temperature) if a.kd_alpha > 0 else {}
 qcfg = TrainConfig(init=float_model, epochs_bn=a.epochs_bn, epochs_bsn=a.epochs_bsn, lr=a.lr, lr_bsn=a.lr_bsn,
-                   warmup_bsn=0.0, eval_every=a.eval_every, bsn_init=a.bsn_init, bsn_fit_loss=a.bsn_fit_loss, **kd, **common)
+                   warmup_bsn=a.warmup_bsn, eval_every=a.eval_every, bsn_init=a.bsn_init, bsn_fit_loss=a.bsn_fit_loss, **kd, **common)
 res = train_classifier(qcfg, train, test, out / "qat", resume=a.resume)
 json.dump(res, sys.stdout, indent=2)
