@@ -47,7 +47,7 @@ ap.add_argument("--eval-every", type=int, default=1, help="QAT stage: test-set a
 ap.add_argument("--kd-alpha", type=float, default=0.0,
                 help="distil stage 2 from the float model (its own teacher) with this weight; 0: no distillation")
 ap.add_argument("--kd-temperature", type=float, default=4.0)
-ap.add_argument("--bsn-init", choices=("quantile", "fit"), default="quantile",
+ap.add_argument("--bsn-init", choices=("quantile", "fit"), default="fit",
                 help="BN->BSN conversion (see megabit train-classifier --bsn-init)")
 ap.add_argument("--bsn-fit-loss", choices=("mse", "mismatch"), default="mse")
 a = ap.parse_args()

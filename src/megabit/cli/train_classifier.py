@@ -44,8 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-every", type=int, default=d.eval_every, metavar="N",
                    help="test-set accuracy every N epochs and after each phase's last (default: every epoch)")
     p.add_argument("--bsn-init", choices=("quantile", "fit"), default=d.bsn_init,
-                   help="BN->BSN conversion: quantile (the paper's reading) or fit (shift and offsets fitted to "
-                        "the BN network's activation codes on training images)")
+                   help="BN->BSN conversion: fit (default, [I] ours: shift and offsets fitted to the BN network's "
+                        "activation codes on training images) or quantile (the paper's reading)")
     p.add_argument("--bsn-calib-images", type=int, default=d.bsn_calib_images,
                    help="training images the 'fit' conversion calibrates on")
     p.add_argument("--bsn-fit-loss", choices=("mse", "mismatch"), default=d.bsn_fit_loss,
