@@ -20,7 +20,7 @@ arXiv 2501.05097 (the summaries say "0.9-quantile of the channel scales, 4-bit s
    phase-2 fine-tuning moves the offsets anyway.
 
 Calibrated conversion (``BitShiftNorm.fit_``, [I] ours, not in the paper; ``NQE.convert_to_bsn(calib)``,
-``train-classifier --bsn-init fit``): on calibration images, for each shift k near the quantile's
+``train-classifier --bsn-init fit``, its default since session 30): on calibration images, for each shift k near the quantile's
 (±``shift_search``) and each channel, the offset is the one of a grid that minimises the squared
 error between the BSN layer's activation codes and the BatchNorm network's codes; the shift with
 the least total error wins. Layers are converted in order, each fed by the converted layers before it.
