@@ -226,7 +226,8 @@ class CodeLayer(nn.Module):
             target = (bn(F.conv2d(xr, w)) >= 0).float()
             acc = F.conv2d(x, w) * sign.reshape(1, -1, 1, 1)
             npos = acc.numel() // acc.shape[1]
-            idx = torch.randperm(npos, generator=torch.Generator().manual_seed(0))[:samples] if npos > samples else None
+            idx = (torch.randperm(npos, generator=torch.Generator().manual_seed(0))[:samples].to(acc.device)
+                   if npos > samples else None)
             bits = lambda y: (y >= 0).float()  # noqa: E731
             report = bsn.fit_(_sample_channels(acc, idx), _sample_channels(target, idx), bits, 0, loss=loss)
         self.weight.mul_(sign.reshape(-1, 1, 1, 1))
