@@ -38,18 +38,22 @@ try:
     base = PatchCodec(PatchCodecConfig.from_dict(obj["model"]))
     base.load_state_dict(obj["state_dict"])
     train, val = split_train_val(load_folder(a.data_root), a.n_val)
-except (OSError, ValueError, KeyError, RuntimeError) as e:
-    sys.exit(f"codec_bsn_conversion: error: {e}")
+except KeyError as e:
+    sys.exit(f"codec_bsn_conversion: error: {a.model} is not a train-codec qat_bn_end.pt (no {e} entry)")
+except (OSError, ValueError, RuntimeError) as e:
+    sys.exit(f"codec_bsn_conversion: error: {str(e).splitlines()[0]}")
 if base.cfg.norm != "bn" or not base.cfg.quantize:
     sys.exit(f"codec_bsn_conversion: error: {a.model} is not a quantized BatchNorm-mode codec")
 base.eval()
 calib = random_crops(train, a.calib, 32, torch.Generator().manual_seed(1))
 vpatch = patchify(val.float())
+with torch.no_grad():
+    base_bits = base.g_a(vpatch)
 
 
 @torch.no_grad()
 def bit_mismatch(m: PatchCodec) -> float:
-    return round(float((m.g_a(vpatch) != base.g_a(vpatch)).float().mean()), 5)
+    return round(float((m.g_a(vpatch) != base_bits).float().mean()), 5)
 
 
 res = {"model": a.model, "calib_patches": a.calib, "val_images": int(val.shape[0]),
@@ -59,9 +63,7 @@ print(f"BN mode: {res['bn_psnr']}", flush=True)
 for meth in ("quantile", "fit"):
     m = copy.deepcopy(base)
     t0 = time.time()
-    m.g_a.convert_to_bsn(calib if meth == "fit" else None)
-    m.cfg = m.g_a.cfg
-    m.refine.cfg = m.cfg
+    m.convert_to_bsn(calib if meth == "fit" else None)
     conv_s = time.time() - t0
     r = {"psnr": validate(m, val), "bit_mismatch": bit_mismatch(m), "convert_s": round(conv_s, 1),
          "shifts": [int(b.norm.shift) for b in m.g_a.blocks] + [int(m.g_a.code.norm.shift)],

@@ -415,11 +415,9 @@ def train_codec(
                     if tcfg.bsn_init == "fit":  # own generator: the training crops stay those of a quantile run
                         cgen = torch.Generator().manual_seed(tcfg.seed + 1)
                         calib = random_crops(train, tcfg.bsn_calib_patches, 32, cgen).to(dev)
-                    model.g_a.convert_to_bsn(calib)
+                    model.convert_to_bsn(calib)
                     if calib is not None:
                         log(json.dumps({"bsn_fit": model.g_a.bsn_fit}))
-                    model.cfg = model.g_a.cfg
-                    model.refine.cfg = model.cfg
                 elif nxt == "refine":
                     teacher = None
                 opt = _make_opt(model, nxt, tcfg)

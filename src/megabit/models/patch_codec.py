@@ -433,6 +433,14 @@ class PatchCodec(nn.Module):
         self.refine = Refiner(cfg)
         self.ctx = CodeContext(cfg) if cfg.code_context > 0 else None
 
+    @torch.no_grad()
+    def convert_to_bsn(self, calib: torch.Tensor | None = None, **kw) -> "PatchCodec":
+        """The encoder's BN -> BSN conversion (:meth:`PatchEncoder.convert_to_bsn`), configs kept in step."""
+        self.g_a.convert_to_bsn(calib, **kw)
+        self.cfg = self.g_a.cfg
+        self.refine.cfg = self.cfg
+        return self
+
     # -- pieces --------------------------------------------------------------------------
     def decode_patches(self, codes: torch.Tensor, rate_bits, grid: tuple[int, int, int] | None = None,
                        chunk: int | None = None) -> torch.Tensor:
