@@ -13,6 +13,7 @@ decoder unchanged) and the fraction of code bits that differ from the BN encoder
 import argparse
 import copy
 import json
+import pickle
 import sys
 import time
 from pathlib import Path
@@ -40,7 +41,9 @@ try:
     train, val = split_train_val(load_folder(a.data_root), a.n_val)
 except KeyError as e:
     sys.exit(f"codec_bsn_conversion: error: {a.model} is not a train-codec qat_bn_end.pt (no {e} entry)")
-except (OSError, ValueError, RuntimeError) as e:
+except pickle.UnpicklingError:
+    sys.exit(f"codec_bsn_conversion: error: {a.model} is not a torch file")
+except (OSError, ValueError, RuntimeError, EOFError) as e:
     sys.exit(f"codec_bsn_conversion: error: {str(e).splitlines()[0]}")
 if base.cfg.norm != "bn" or not base.cfg.quantize:
     sys.exit(f"codec_bsn_conversion: error: {a.model} is not a quantized BatchNorm-mode codec")

@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -138,6 +139,41 @@ def test_train_codec_smoke(tmp_path, capsys, loss, binarize, bsn_init, small_bat
     assert c.model.cfg.norm == "bsn" and c.bit_probs.shape == (64, 6)
     # resume of a finished run is a no-op that still writes the model
     assert train_codec.main(args + ["--resume"]) == 0
+
+
+def test_bsn_start_from_qat_bn_end_reproduces_the_runs_transition(tmp_path):
+    """qat_bn_end.pt keeps the BN model, its teacher and the config; write_bsn_start converts it as the
+    run itself did at the qat_bn -> qat_bsn transition, and the arm folder resumes to a finished model."""
+    from megabit.codec import train as tr
+    from megabit.models.patch_codec import PatchCodecConfig
+
+    d = _photos(tmp_path)
+    tcfg = tr.TrainCodecConfig(minutes=(0.01, 0.01, 0.0, 0.0), batch_patches=8, batch_crops=2, crop=64, n_val=2,
+                               bsn_calib_patches=64, threads=1)
+    tr.train_codec(d, tmp_path / "run", tcfg, PatchCodecConfig.tiny(), log=lambda s: None)
+    bn_end = tmp_path / "run" / "qat_bn_end.pt"
+    obj = torch.load(bn_end, map_location="cpu", weights_only=True)
+    assert obj["teacher"] is not None and obj["train_config"]["bsn_calib_patches"] == 64
+    train, _ = tr.split_train_val(tr.load_folder(d), 2)
+    # zero qat_bsn and refine minutes: the run's final model is its converted encoder, untouched
+    final = torch.load(tmp_path / "run" / "model.pt", map_location="cpu", weights_only=True)["state_dict"]
+    for meth in ("quantile", "fit"):
+        arm = tmp_path / meth
+        m = tr.write_bsn_start(arm, bn_end, replace(tcfg, bsn_init=meth), train, log=lambda s: None)
+        sd = m.state_dict()
+        same = all(torch.equal(sd[k], final[k]) for k in final)
+        assert same == (meth == "quantile")  # the run converted by quantile; fit gives other offsets
+        st = torch.load(arm / "checkpoint.pt", map_location="cpu", weights_only=False)
+        assert st["stage"] == tr.STAGES.index("qat_bsn") and st["teacher"] is not None
+        (tmp_path / f"{meth}_start.pt").write_bytes((arm / "checkpoint.pt").read_bytes())
+        res = tr.train_codec(d, arm, replace(tcfg, minutes=(0.0, 0.0, 0.01, 0.0)), resume=True, log=lambda s: None)
+        assert [r["stage"] for r in res["metrics"]][-1] == "qat_bsn" and (arm / "model.pt").is_file()
+    # a qat_bn_end.pt without its teacher (older runs): refused, unless a checkpoint of the run gives it
+    torch.save({**obj, "teacher": None, "teacher_config": None}, tmp_path / "old.pt")
+    with pytest.raises(ValueError, match="no teacher"):
+        tr.write_bsn_start(tmp_path / "x", tmp_path / "old.pt", tcfg, train)
+    m = tr.write_bsn_start(tmp_path / "y", tmp_path / "old.pt", tcfg, train, teacher_from=tmp_path / "fit_start.pt")
+    assert all(torch.equal(v, final[k]) for k, v in m.state_dict().items())
 
 
 def test_bundled_model_roundtrip(tmp_path):

@@ -34,7 +34,8 @@ from ..models.patch_codec import PatchCodec, PatchCodecConfig
 from ..utils import atomic_save, atomic_write_text, resolve_device, use_bf16
 from .metrics import ms_ssim_torch
 
-__all__ = ["TrainCodecConfig", "train_codec", "STAGES", "validate", "save_codec", "split_train_val"]
+__all__ = ["TrainCodecConfig", "train_codec", "STAGES", "validate", "save_codec", "split_train_val",
+           "convert_encoder_to_bsn", "write_bsn_start"]
 
 STAGES = ("float", "qat_bn", "qat_bsn", "refine")
 
@@ -215,6 +216,49 @@ def _state(stage: int, elapsed: float, model: PatchCodec, opt, teacher, metrics,
         "teacher_config": teacher.cfg.to_dict() if teacher is not None else None,
         "metrics": metrics, "train_config": tcfg.to_dict(),
     }
+
+
+def convert_encoder_to_bsn(model: PatchCodec, tcfg: TrainCodecConfig, train: torch.Tensor, log=print) -> PatchCodec:
+    """The qat_bn -> qat_bsn transition: BN -> BSN conversion of ``model``'s encoder in place, by
+    ``tcfg.bsn_init`` ("fit": calibrated on ``tcfg.bsn_calib_patches`` random 32x32 crops of ``train``)."""
+    calib = None
+    if tcfg.bsn_init == "fit":  # own generator: the training crops stay those of a quantile run
+        cgen = torch.Generator().manual_seed(tcfg.seed + 1)
+        calib = random_crops(train, tcfg.bsn_calib_patches, 32, cgen).to(next(model.parameters()).device)
+    model.convert_to_bsn(calib)
+    if calib is not None:
+        log(json.dumps({"bsn_fit": model.g_a.bsn_fit}))
+    return model
+
+
+def write_bsn_start(out_dir: str | Path, bn_end: str | Path, tcfg: TrainCodecConfig, train: torch.Tensor,
+                    teacher_from: str | Path | None = None, log=print) -> PatchCodec:
+    """A resumable run folder at the start of the qat_bsn stage, made from a run's ``qat_bn_end.pt``
+    (BN-mode model and its float teacher): the encoder converted by ``tcfg.bsn_init`` and a fresh
+    optimizer, as train-codec does at that transition. ``train_codec(..., resume=True)`` continues
+    it, so the conversions can be compared after the same fine-tuning from one start. ``teacher_from``:
+    take the teacher from that run's ``checkpoint.pt`` instead (files written before qat_bn_end.pt
+    kept it). Returns the converted model."""
+    obj = torch.load(bn_end, map_location="cpu", weights_only=True)
+    if teacher_from is not None:
+        src = torch.load(teacher_from, map_location="cpu", weights_only=False)
+        obj = {**obj, "teacher": src.get("teacher"), "teacher_config": src.get("teacher_config")}
+    if obj.get("teacher") is None:
+        raise ValueError(f"no teacher in {teacher_from or bn_end} (a qat_bn_end.pt from before the teacher was kept "
+                         "needs teacher_from: a checkpoint.pt of that run taken in its qat_bn or qat_bsn stage)")
+    model = PatchCodec(PatchCodecConfig.from_dict(obj["model"]))
+    model.load_state_dict(obj["state_dict"])
+    teacher = PatchCodec(PatchCodecConfig.from_dict(obj["teacher_config"]))
+    teacher.load_state_dict(obj["teacher"])
+    if model.cfg.norm != "bn" or not model.cfg.quantize:
+        raise ValueError(f"{bn_end} is not a quantized BatchNorm-mode codec")
+    convert_encoder_to_bsn(model, tcfg, train, log)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.json", json.dumps({"train": tcfg.to_dict(), "model": model.cfg.to_dict()}, indent=2))
+    atomic_save(_state(STAGES.index("qat_bsn"), 0.0, model, _make_opt(model, "qat_bsn", tcfg), teacher, [], tcfg),
+                out / "checkpoint.pt")
+    return model
 
 
 def save_codec(model: PatchCodec, path: str | Path, extra: dict | None = None) -> None:
@@ -408,16 +452,12 @@ def train_codec(
                     teacher = model
                     model = _float_to_quant(teacher)
                 elif nxt == "qat_bsn":
-                    # the BN-mode encoder at the end of qat_bn: conversions can be compared on it later
-                    # (recipes/codec_bsn_conversion.py)
-                    atomic_save({"model": model.cfg.to_dict(), "state_dict": model.state_dict()}, out / "qat_bn_end.pt")
-                    calib = None
-                    if tcfg.bsn_init == "fit":  # own generator: the training crops stay those of a quantile run
-                        cgen = torch.Generator().manual_seed(tcfg.seed + 1)
-                        calib = random_crops(train, tcfg.bsn_calib_patches, 32, cgen).to(dev)
-                    model.convert_to_bsn(calib)
-                    if calib is not None:
-                        log(json.dumps({"bsn_fit": model.g_a.bsn_fit}))
+                    # the BN-mode encoder at the end of qat_bn (with its teacher): conversions can be compared on it
+                    # (recipes/codec_bsn_conversion.py), or both fine-tuned from it (recipes/codec_bsn_ab.py)
+                    atomic_save({"model": model.cfg.to_dict(), "state_dict": model.state_dict(),
+                                 "teacher": teacher.state_dict(), "teacher_config": teacher.cfg.to_dict(),
+                                 "train_config": tcfg.to_dict()}, out / "qat_bn_end.pt")
+                    convert_encoder_to_bsn(model, tcfg, train, log)
                 elif nxt == "refine":
                     teacher = None
                 opt = _make_opt(model, nxt, tcfg)
