@@ -58,7 +58,7 @@ except pickle.UnpicklingError:
 except (OSError, ValueError, RuntimeError, EOFError) as e:
     sys.exit(f"codec_bsn_ab: error: {str(e).splitlines()[0]}")
 
-res = {"bn_end": a.bn_end, "qat_bsn_minutes": a.minutes, "threads": a.threads, "val_images": int(val.shape[0]),
+res = {"command": "python " + " ".join(sys.argv), "bn_end": a.bn_end, "qat_bsn_minutes": a.minutes, "threads": a.threads, "val_images": int(val.shape[0]),
        "data": f"held-out {a.data_root} photos (train-codec's split), centre crops {val.shape[2]}x{val.shape[3]}",
        "train_config": tcfg.to_dict(), "arms": {}}
 for meth in methods:

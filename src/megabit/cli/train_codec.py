@@ -41,9 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--code-context", type=int, default=0, metavar="WIDTH",
                    help="add a cross-patch code context module of this width to the decoder (fresh runs, or "
                         "added zero-initialised to an --init model); it trains in the refine stage [I]")
-    p.add_argument("--bsn-init", choices=["quantile", "fit"], default="quantile",
-                   help="encoder BN->BSN conversion: quantile of the BN scales (the paper's reading) or fit "
-                        "shifts and offsets to the BN encoder's codes on --bsn-calib-patches training patches [I]")
+    p.add_argument("--bsn-init", choices=["quantile", "fit"], default="fit",
+                   help="encoder BN->BSN conversion: fit shifts and offsets to the BN encoder's codes on "
+                        "--bsn-calib-patches training patches [I] (default), or quantile of the BN scales "
+                        "(the paper's reading; the bundled codecs')")
     p.add_argument("--bsn-calib-patches", type=int, default=4096, metavar="N")
     p.add_argument("--tiny", action="store_true", help="tiny model (smoke tests)")
     return p
