@@ -149,7 +149,7 @@ def test_bsn_start_from_qat_bn_end_reproduces_the_runs_transition(tmp_path):
 
     d = _photos(tmp_path)
     tcfg = tr.TrainCodecConfig(minutes=(0.01, 0.01, 0.0, 0.0), batch_patches=8, batch_crops=2, crop=64, n_val=2,
-                               bsn_calib_patches=64, threads=1)
+                               bsn_calib_patches=64, threads=1, bsn_init="quantile")
     tr.train_codec(d, tmp_path / "run", tcfg, PatchCodecConfig.tiny(), log=lambda s: None)
     bn_end = tmp_path / "run" / "qat_bn_end.pt"
     obj = torch.load(bn_end, map_location="cpu", weights_only=True)
@@ -172,6 +172,11 @@ def test_bsn_start_from_qat_bn_end_reproduces_the_runs_transition(tmp_path):
     torch.save({**obj, "teacher": None, "teacher_config": None}, tmp_path / "old.pt")
     with pytest.raises(ValueError, match="no teacher"):
         tr.write_bsn_start(tmp_path / "x", tmp_path / "old.pt", tcfg, train)
+    torch.save([1, 2], tmp_path / "list.pt")
+    for bn, src in ((tmp_path / "list.pt", None), (tmp_path / "old.pt", tmp_path / "list.pt")):
+        with pytest.raises(ValueError, match="is not a train-codec"):
+            tr.write_bsn_start(tmp_path / "z", bn, tcfg, train, teacher_from=src)
+    assert not (tmp_path / "z").exists() and not (tmp_path / "x").exists()  # no half-made run folder
     m = tr.write_bsn_start(tmp_path / "y", tmp_path / "old.pt", tcfg, train, teacher_from=tmp_path / "fit_start.pt")
     assert all(torch.equal(v, final[k]) for k, v in m.state_dict().items())
 

@@ -242,8 +242,12 @@ def write_bsn_start(out_dir: str | Path, bn_end: str | Path, tcfg: TrainCodecCon
     take the teacher from that run's ``checkpoint.pt`` instead (files written before qat_bn_end.pt
     kept it). Returns the converted model."""
     obj = torch.load(bn_end, map_location="cpu", weights_only=True)
+    if not isinstance(obj, dict) or "model" not in obj or "state_dict" not in obj:
+        raise ValueError(f"{bn_end} is not a train-codec qat_bn_end.pt")
     if teacher_from is not None:
         src = torch.load(teacher_from, map_location="cpu", weights_only=False)
+        if not isinstance(src, dict):
+            raise ValueError(f"{teacher_from} is not a train-codec checkpoint.pt")
         obj = {**obj, "teacher": src.get("teacher"), "teacher_config": src.get("teacher_config")}
     if obj.get("teacher") is None:
         raise ValueError(f"no teacher in {teacher_from or bn_end} (a qat_bn_end.pt from before the teacher was kept "
