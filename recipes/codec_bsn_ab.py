@@ -15,14 +15,14 @@ a wall-clock budget).
 """
 import argparse
 import json
-import pickle
 import sys
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from megabit.codec.train import TrainCodecConfig, split_train_val, train_codec, validate, write_bsn_start
+from megabit.codec.train import (TrainCodecConfig, load_qat_bn_end, split_train_val, train_codec, validate,
+                                 write_bsn_start)
 from megabit.data.images import load_folder
 from megabit.utils import atomic_write_text
 
@@ -44,18 +44,12 @@ if not a.minutes > 0:
     sys.exit(f"codec_bsn_ab: error: --minutes must be > 0, got {a.minutes}")
 torch.set_num_threads(a.threads)
 try:
-    obj = torch.load(a.bn_end, map_location="cpu", weights_only=True)
-    if not isinstance(obj, dict) or "model" not in obj or "state_dict" not in obj:
-        raise KeyError("model")
+    _, obj = load_qat_bn_end(a.bn_end)
     tcfg = TrainCodecConfig.from_dict(obj["train_config"]) if "train_config" in obj else None
     if tcfg is None:  # an older qat_bn_end.pt: the run's config.json beside it
         tcfg = TrainCodecConfig.from_dict(json.loads((Path(a.bn_end).parent / "config.json").read_text())["train"])
     train, val = split_train_val(load_folder(a.data_root), tcfg.n_val)
-except KeyError as e:
-    sys.exit(f"codec_bsn_ab: error: {a.bn_end} is not a train-codec qat_bn_end.pt (no {e} entry)")
-except pickle.UnpicklingError:
-    sys.exit(f"codec_bsn_ab: error: {a.bn_end} is not a torch file")
-except (OSError, ValueError, RuntimeError, EOFError) as e:
+except (KeyError, OSError, ValueError, RuntimeError, EOFError) as e:
     sys.exit(f"codec_bsn_ab: error: {str(e).splitlines()[0]}")
 
 res = {"command": "python " + " ".join(sys.argv), "bn_end": a.bn_end, "qat_bsn_minutes": a.minutes, "threads": a.threads, "val_images": int(val.shape[0]),
@@ -66,7 +60,7 @@ for meth in methods:
     acfg = replace(tcfg, minutes=(0.0, 0.0, a.minutes, 0.0), bsn_init=meth, threads=a.threads, init=None, init_refine=None)
     try:
         m = write_bsn_start(arm, a.bn_end, acfg, train, teacher_from=a.teacher_from)
-    except (KeyError, OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
+    except (OSError, ValueError, RuntimeError, EOFError) as e:
         sys.exit(f"codec_bsn_ab: error: {str(e).splitlines()[0]}")
     start = validate(m.eval(), val)
     print(f"{meth}: after conversion {start}", flush=True)

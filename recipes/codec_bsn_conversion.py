@@ -13,16 +13,15 @@ decoder unchanged) and the fraction of code bits that differ from the BN encoder
 import argparse
 import copy
 import json
-import pickle
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-from megabit.codec.train import split_train_val, validate
+from megabit.codec.train import load_qat_bn_end, split_train_val, validate
 from megabit.data.images import load_folder, random_crops
-from megabit.models.patch_codec import PatchCodec, PatchCodecConfig, patchify
+from megabit.models.patch_codec import PatchCodec, patchify
 from megabit.utils import atomic_write_text
 
 ap = argparse.ArgumentParser()
@@ -35,18 +34,10 @@ ap.add_argument("--json", default=None, help="write the results here")
 a = ap.parse_args()
 torch.set_num_threads(a.threads)
 try:
-    obj = torch.load(a.model, map_location="cpu", weights_only=True)
-    base = PatchCodec(PatchCodecConfig.from_dict(obj["model"]))
-    base.load_state_dict(obj["state_dict"])
+    base, _ = load_qat_bn_end(a.model)
     train, val = split_train_val(load_folder(a.data_root), a.n_val)
-except KeyError as e:
-    sys.exit(f"codec_bsn_conversion: error: {a.model} is not a train-codec qat_bn_end.pt (no {e} entry)")
-except pickle.UnpicklingError:
-    sys.exit(f"codec_bsn_conversion: error: {a.model} is not a torch file")
-except (OSError, ValueError, RuntimeError, EOFError) as e:
+except (KeyError, OSError, ValueError, RuntimeError, EOFError) as e:
     sys.exit(f"codec_bsn_conversion: error: {str(e).splitlines()[0]}")
-if base.cfg.norm != "bn" or not base.cfg.quantize:
-    sys.exit(f"codec_bsn_conversion: error: {a.model} is not a quantized BatchNorm-mode codec")
 base.eval()
 calib = random_crops(train, a.calib, 32, torch.Generator().manual_seed(1))
 vpatch = patchify(val.float())

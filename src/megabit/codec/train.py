@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,7 +36,7 @@ from ..utils import atomic_save, atomic_write_text, resolve_device, use_bf16
 from .metrics import ms_ssim_torch
 
 __all__ = ["TrainCodecConfig", "train_codec", "STAGES", "validate", "save_codec", "split_train_val",
-           "convert_encoder_to_bsn", "write_bsn_start"]
+           "convert_encoder_to_bsn", "load_qat_bn_end", "write_bsn_start"]
 
 STAGES = ("float", "qat_bn", "qat_bsn", "refine")
 
@@ -233,6 +234,22 @@ def convert_encoder_to_bsn(model: PatchCodec, tcfg: TrainCodecConfig, train: tor
     return model
 
 
+def load_qat_bn_end(path: str | Path) -> tuple[PatchCodec, dict]:
+    """A run's ``qat_bn_end.pt``: the quantized BN-mode codec and the file's entries (teacher and
+    training config in files from session 31 on). ValueError, one line, for anything else."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ValueError(f"{path} is not a torch file") from None
+    if not isinstance(obj, dict) or "model" not in obj or "state_dict" not in obj:
+        raise ValueError(f"{path} is not a train-codec qat_bn_end.pt")
+    model = PatchCodec(PatchCodecConfig.from_dict(obj["model"]))
+    model.load_state_dict(obj["state_dict"])
+    if model.cfg.norm != "bn" or not model.cfg.quantize:
+        raise ValueError(f"{path} is not a quantized BatchNorm-mode codec")
+    return model, obj
+
+
 def write_bsn_start(out_dir: str | Path, bn_end: str | Path, tcfg: TrainCodecConfig, train: torch.Tensor,
                     teacher_from: str | Path | None = None, log=print) -> PatchCodec:
     """A resumable run folder at the start of the qat_bsn stage, made from a run's ``qat_bn_end.pt``
@@ -241,9 +258,7 @@ def write_bsn_start(out_dir: str | Path, bn_end: str | Path, tcfg: TrainCodecCon
     it, so the conversions can be compared after the same fine-tuning from one start. ``teacher_from``:
     take the teacher from that run's ``checkpoint.pt`` instead (files written before qat_bn_end.pt
     kept it). Returns the converted model."""
-    obj = torch.load(bn_end, map_location="cpu", weights_only=True)
-    if not isinstance(obj, dict) or "model" not in obj or "state_dict" not in obj:
-        raise ValueError(f"{bn_end} is not a train-codec qat_bn_end.pt")
+    model, obj = load_qat_bn_end(bn_end)
     if teacher_from is not None:
         src = torch.load(teacher_from, map_location="cpu", weights_only=False)
         if not isinstance(src, dict):
@@ -252,12 +267,8 @@ def write_bsn_start(out_dir: str | Path, bn_end: str | Path, tcfg: TrainCodecCon
     if obj.get("teacher") is None:
         raise ValueError(f"no teacher in {teacher_from or bn_end} (a qat_bn_end.pt from before the teacher was kept "
                          "needs teacher_from: a checkpoint.pt of that run taken in its qat_bn or qat_bsn stage)")
-    model = PatchCodec(PatchCodecConfig.from_dict(obj["model"]))
-    model.load_state_dict(obj["state_dict"])
     teacher = PatchCodec(PatchCodecConfig.from_dict(obj["teacher_config"]))
     teacher.load_state_dict(obj["teacher"])
-    if model.cfg.norm != "bn" or not model.cfg.quantize:
-        raise ValueError(f"{bn_end} is not a quantized BatchNorm-mode codec")
     convert_encoder_to_bsn(model, tcfg, train, log)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
