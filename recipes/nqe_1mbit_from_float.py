@@ -13,6 +13,8 @@ checkpoint with ``--resume``. Equivalent CLI for stage 2::
         [--teacher RUN/float/model.pt --kd-alpha 0.7 --kd-temperature 4]
 
 ``--kd-alpha A`` (default 0: off) distils stage 2 from the float model it starts from (the bracketed flags above).
+``--teacher airbench`` distils from a stronger float teacher instead, trained first by ``megabit
+train-teacher`` (``--teacher-epochs``, out RUN/teacher); ``--teacher PATH`` takes any teacher file.
 
 [I] The paper trains from scratch; the float start, the stage-2 lengths and learning rates are ours.
 """
@@ -47,10 +49,16 @@ ap.add_argument("--eval-every", type=int, default=1, help="QAT stage: test-set a
 ap.add_argument("--kd-alpha", type=float, default=0.0,
                 help="distil stage 2 from the float model (its own teacher) with this weight; 0: no distillation")
 ap.add_argument("--kd-temperature", type=float, default=4.0)
+ap.add_argument("--teacher", default=None,
+                help="distil from this teacher instead of the float model: a model file, or 'airbench' to train "
+                     "megabit's float teacher first (RUN/teacher, --teacher-epochs)")
+ap.add_argument("--teacher-epochs", type=int, default=16)
 ap.add_argument("--bsn-init", choices=("quantile", "fit"), default="fit",
                 help="BN->BSN conversion (see megabit train-classifier --bsn-init)")
 ap.add_argument("--bsn-fit-loss", choices=("mse", "mismatch"), default="mse")
 a = ap.parse_args()
+if a.teacher and a.kd_alpha <= 0:
+    ap.error("--teacher needs --kd-alpha > 0")
 if not (0.0 <= a.kd_alpha <= 1.0 and a.kd_temperature > 0):
     ap.error("--kd-alpha must be in [0, 1] and --kd-temperature > 0")
 if a.eval_every < 1:
@@ -68,7 +76,14 @@ if float_model is None:
     fcfg = TrainConfig(quantize=False, epochs_bn=a.float_epochs, epochs_bsn=0, **common)
     train_classifier(fcfg, train, test, out / "float", resume=a.resume)
     float_model = str(out / "float" / "model.pt")
-kd = dict(teacher=float_model, kd_alpha=a.kd_alpha, kd_temperature=a.kd_temperature) if a.kd_alpha > 0 else {}
+teacher = a.teacher or float_model
+if a.teacher == "airbench":
+    from megabit.train.teacher import TeacherTrainConfig, train_teacher
+
+    tcfg = TeacherTrainConfig(epochs=a.teacher_epochs, device=a.device, compile=not a.no_compile)
+    train_teacher(tcfg, train, test, out / "teacher", resume=a.resume)
+    teacher = str(out / "teacher" / "model.pt")
+kd = dict(teacher=teacher, kd_alpha=a.kd_alpha, kd_temperature=a.kd_temperature) if a.kd_alpha > 0 else {}
 qcfg = TrainConfig(init=float_model, epochs_bn=a.epochs_bn, epochs_bsn=a.epochs_bsn, lr=a.lr, lr_bsn=a.lr_bsn,
                    warmup_bsn=a.warmup_bsn, eval_every=a.eval_every, bsn_init=a.bsn_init, bsn_fit_loss=a.bsn_fit_loss, **kd, **common)
 res = train_classifier(qcfg, train, test, out / "qat", resume=a.resume)

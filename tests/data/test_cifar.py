@@ -64,3 +64,20 @@ def test_augmentation_is_a_translation_or_flip():
         assert torch.equal(a, b) or torch.equal(a.flip(2), b)
     y = random_crop_flip(x, pad=4, generator=g)
     assert y.shape == x.shape and y.dtype == torch.uint8
+
+
+def test_tta_views_are_flips_and_one_pixel_shifts():
+    from megabit.data.cifar import tta_views
+
+    x = torch.randint(0, 256, (3, 3, 8, 8), dtype=torch.uint8)
+    assert [v.shape for v in tta_views(x, 0)] == [x.shape] and torch.equal(next(tta_views(x, 0)), x)
+    v1 = list(tta_views(x, 1))
+    assert len(v1) == 2 and torch.equal(v1[1], x.flip(3))
+    v2 = list(tta_views(x, 2))
+    assert len(v2) == 6 and all(v.dtype == torch.uint8 and v.shape == x.shape for v in v2)
+    # views 2 and 4: x moved one pixel diagonally one way and the other (reflect-padded at the edge)
+    assert torch.equal(v2[2][..., :-1, :-1], x[..., 1:, 1:])
+    assert torch.equal(v2[4][..., 1:, 1:], x[..., :-1, :-1])
+    assert torch.equal(v2[3], v2[2].flip(3)) and torch.equal(v2[5], v2[4].flip(3))
+    with pytest.raises(ValueError, match="TTA level"):
+        list(tta_views(x, 3))

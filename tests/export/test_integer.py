@@ -22,7 +22,7 @@ def test_integer_matches_fake_quant_exactly(fit):
     assert torch.equal(net.predict(x, tta=True).argmax(1), predict_logits(bsn_model, x, tta=True).argmax(1))
     # the decision scores are the integer path's, value for value: a tie between two classes stays a
     # tie (summing alpha-scaled fp32 logits over the flip broke 2 of 10,000 ties on a trained model)
-    for tta in (False, True):
+    for tta in (False, True, 2):
         assert torch.equal(predict_logits(bsn_model, x, tta=tta), net.predict(x, tta=tta).float())
 
 

@@ -21,7 +21,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", required=True, help="CIFAR-10 root (npz, python batches or image folder)")
     p.add_argument("--split", default="test", choices=["test", "train"])
     p.add_argument("--limit", type=int, default=None, help="evaluate a class-balanced slice of N images")
-    p.add_argument("--no-tta", action="store_true", help="no horizontal-flip test-time augmentation")
+    p.add_argument("--tta", type=int, choices=(0, 1, 2), default=1,
+                   help="test-time augmentation: 0 none, 1 horizontal flip (default, 2 views), 2 flip x 1-pixel "
+                        "diagonal shifts (6 views, airbench's; integer sums, still exact)")
+    p.add_argument("--no-tta", action="store_true", help="same as --tta 0")
     p.add_argument("--integer", action="store_true", help="also run integer-only inference and count mismatches")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return p
@@ -30,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     from megabit.data import CIFAR10_CLASSES, load_cifar10
+    from megabit.data.cifar import TTA_LEVELS
     from megabit.export import budget_table
     from megabit.hub import load_resnet, resolve_classifier
     from megabit.train.classifier import evaluate, predict_logits
@@ -44,16 +48,17 @@ def main(argv: list[str] | None = None) -> int:
     else:
         model, src = resolve_classifier(a.model)
         extra = {"kind": "nqe", "total_bits": budget_table(model.cfg)["total_bits"], "norm": model.cfg.norm}
+    tta = 0 if a.no_tta else a.tta
     t0 = time.time()
-    r = evaluate(model, data, tta=not a.no_tta)
+    r = evaluate(model, data, tta=tta)
     r.update({"model": src, "data": data.source, "eval_s": round(time.time() - t0, 1), **extra})
     if a.integer:
         from megabit.export import IntegerNQE
 
         net = IntegerNQE.from_model(model)
         t0 = time.time()
-        li = net.predict(data.x, tta=not a.no_tta)
-        lf = predict_logits(model, data.x, tta=not a.no_tta)
+        li = net.predict(data.x, tta=tta)
+        lf = predict_logits(model, data.x, tta=tta)
         r["integer_mismatches"] = int((li.argmax(1) != lf.argmax(1)).sum())
         r["integer_accuracy"] = float((li.argmax(1) == data.y).float().mean())
         r["integer_eval_s"] = round(time.time() - t0, 1)
@@ -61,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(r))
     else:
         print(f"model: {src}\ndata: {data.source} ({len(data)} images, {a.split})")
-        print(f"accuracy: {100 * r['accuracy']:.2f}%  (flip TTA: {'on' if r['tta'] else 'off'}; stored bits: {r['total_bits']:,})")
+        print(f"accuracy: {100 * r['accuracy']:.2f}%  (TTA: {TTA_LEVELS[int(r['tta'])]}; stored bits: {r['total_bits']:,})")
         print("per class: " + ", ".join(f"{c} {100 * v:.1f}" for c, v in zip(CIFAR10_CLASSES, r["per_class"])))
         if a.integer:
             print(f"integer-only: accuracy {100 * r['integer_accuracy']:.2f}%, mismatches vs fake-quant: {r['integer_mismatches']}")

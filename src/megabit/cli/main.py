@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("megabit.cli.demo", "run the bundled models on bundled samples"),
     "budget": ("megabit.cli.budget", "exact stored-bit budget of a preset or model"),
     "train-classifier": ("megabit.cli.train_classifier", "train the NQE classifier (BN then BSN)"),
+    "train-teacher": ("megabit.cli.train_teacher", "train a float distillation teacher"),
     "eval-classifier": ("megabit.cli.eval_classifier", "evaluate a classifier on CIFAR-10"),
     "pack": ("megabit.cli.pack", "pack a model into an entropy-coded .mbit file"),
     "inspect": ("megabit.cli.inspect", "describe a packed .mbit file"),

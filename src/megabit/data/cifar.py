@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["CIFAR10_CLASSES", "Split", "load_cifar10", "DataError", "random_crop_flip", "batches"]
+__all__ = ["CIFAR10_CLASSES", "Split", "load_cifar10", "DataError", "random_crop_flip", "batches", "tta_views",
+           "TTA_LEVELS"]
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
@@ -153,6 +154,36 @@ def load_cifar10(root: str | os.PathLike, split: str = "train", limit: int | Non
         x, y = x[idx], y[idx]
     xt = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).contiguous()
     return Split(xt, torch.from_numpy(np.ascontiguousarray(y)), src)
+
+
+# test-time augmentation levels: how many views of each image are scored (the scores are summed)
+TTA_LEVELS = {0: "none (1 view)", 1: "horizontal flip (2 views)",
+              2: "flip x {no shift, 1-pixel shift up-left, 1-pixel shift down-right} (6 views)"}
+
+
+def _shift1(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """Translate uint8 images by (dy, dx) in {-1, 0, 1} with reflect padding (same dtype)."""
+    h, w = x.shape[-2:]
+    xp = torch.nn.functional.pad(x.float(), (1, 1, 1, 1), mode="reflect").to(x.dtype)
+    return xp[..., 1 - dy : 1 - dy + h, 1 - dx : 1 - dx + w]
+
+
+def tta_views(x: torch.Tensor, level: int | bool = 1):
+    """The test-time views of ``x`` (``[N, C, H, W]``) at ``level`` (see ``TTA_LEVELS``), one at a time.
+
+    Level 2 is airbench's: flips of the image and of its 1-pixel diagonal translations (reflect
+    padding). [I] Every view has weight 1, so summed integer logits stay integers (airbench weighs
+    the untranslated pair double; measured on the bundled model, equal weights were as good).
+    """
+    level = int(level)
+    if level not in TTA_LEVELS:
+        raise ValueError(f"TTA level must be one of {sorted(TTA_LEVELS)} (got {level})")
+    shifts = [(0, 0)] if level < 2 else [(0, 0), (-1, -1), (1, 1)]
+    for dy, dx in shifts:
+        v = x if (dy, dx) == (0, 0) else _shift1(x, dy, dx)
+        yield v
+        if level >= 1:
+            yield v.flip(3)
 
 
 def random_crop_flip(x: torch.Tensor, pad: int = 4, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -126,15 +126,15 @@ class IntegerNQE:
 
     __call__ = forward
 
-    def predict(self, x: torch.Tensor, tta: bool = True, batch_size: int = 250) -> torch.Tensor:
-        """Integer logits, summed over a horizontal flip when ``tta`` (still integer)."""
+    def predict(self, x: torch.Tensor, tta: bool | int = True, batch_size: int = 250) -> torch.Tensor:
+        """Integer logits summed over the test-time views of ``tta`` (``megabit.data.cifar.TTA_LEVELS``;
+        True = 1 = horizontal flip): still integers."""
+        from ..data.cifar import tta_views
+
         out = []
         for i in range(0, len(x), batch_size):
             xb = x[i : i + batch_size]
-            lo = self.forward(xb)
-            if tta:
-                lo = lo + self.forward(xb.flip(3))
-            out.append(lo)
+            out.append(sum(self.forward(v) for v in tta_views(xb, tta)))
         return torch.cat(out)
 
 

@@ -27,11 +27,11 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from ..data.cifar import Split, batches, random_crop_flip
+from ..data.cifar import Split, batches, random_crop_flip, tta_views
 from ..models.nqe import NQE, NQEConfig, get_preset
 from ..utils import atomic_save, atomic_write_text, resolve_device, use_bf16
 
-__all__ = ["TrainConfig", "train_classifier", "evaluate", "load_classifier", "save_classifier", "distillation_loss",
+__all__ = ["TrainConfig", "train_classifier", "evaluate", "load_classifier", "load_teacher", "save_classifier", "distillation_loss",
            "init_for_finetune", "fit_head_temperature"]
 
 
@@ -113,6 +113,22 @@ def load_classifier(path: str | os.PathLike) -> NQE:
         raise ValueError(f"{path}: weights do not match its config ({str(e).splitlines()[0]})") from None
     model.eval()
     return model
+
+
+def load_teacher(path: str | os.PathLike) -> torch.nn.Module:
+    """A distillation teacher: a classifier model file (NQE, e.g. a ``--float`` run) or a
+    ``megabit train-teacher`` file (:class:`~megabit.models.teacher.AirbenchTeacher`)."""
+    from ..models.teacher import TEACHER_FORMAT, load_teacher_file
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such teacher file") from None
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(f"{path}: not a megabit model file ({type(e).__name__})") from None
+    if isinstance(obj, dict) and obj.get("format") == TEACHER_FORMAT:
+        return load_teacher_file(obj, path)
+    return load_classifier(path)
 
 
 @torch.no_grad()
@@ -253,9 +269,10 @@ def fit_head_temperature(model: NQE, x: torch.Tensor, y: torch.Tensor, batch_siz
 
 
 @torch.no_grad()
-def predict_logits(model: NQE, x: torch.Tensor, batch_size: int = 500, tta: bool = True) -> torch.Tensor:
+def predict_logits(model: NQE, x: torch.Tensor, batch_size: int = 500, tta: bool | int = True) -> torch.Tensor:
     """Decision scores (:meth:`NQE.decision_logits`: the head's integer accumulators when quantized,
-    exact in BSN mode), optionally summed over a horizontal flip. Use argmax; for probabilities
+    exact in BSN mode), summed over the test-time views of ``tta`` (a level of
+    ``megabit.data.cifar.TTA_LEVELS``; True = 1 = horizontal flip). Use argmax; for probabilities
     call the model itself (it applies the head's softmax temperature)."""
     model.eval()
     dev = next(model.parameters()).device
@@ -263,19 +280,17 @@ def predict_logits(model: NQE, x: torch.Tensor, batch_size: int = 500, tta: bool
     outs = []
     for i in range(0, len(x), batch_size):
         xb = x[i : i + batch_size].to(dev)
-        lo = score(xb)
-        if tta:
-            lo = lo + score(xb.flip(3))
+        lo = sum(score(v) for v in tta_views(xb, tta))
         outs.append(lo.float().cpu())
     return torch.cat(outs) if outs else torch.empty(0, model.cfg.num_classes)
 
 
-def evaluate(model: NQE, data: Split, tta: bool = True, batch_size: int = 500) -> dict:
+def evaluate(model: NQE, data: Split, tta: bool | int = True, batch_size: int = 500) -> dict:
     logits = predict_logits(model, data.x, batch_size, tta)
     pred = logits.argmax(1)
     correct = pred == data.y
     per_class = [float(correct[data.y == c].float().mean()) if (data.y == c).any() else float("nan") for c in range(10)]
-    return {"accuracy": float(correct.float().mean()), "per_class": per_class, "n": len(data), "tta": tta}
+    return {"accuracy": float(correct.float().mean()), "per_class": per_class, "n": len(data), "tta": int(tta)}
 
 
 def distillation_loss(logits: torch.Tensor, t_logits: torch.Tensor, hard_loss: torch.Tensor, alpha: float,
@@ -337,7 +352,7 @@ def train_classifier(
     out = Path(out_dir)
     teacher = None
     if cfg.teacher:
-        teacher = load_classifier(cfg.teacher).eval().to(dev).to(memory_format=torch.channels_last)
+        teacher = load_teacher(cfg.teacher).eval().to(dev).to(memory_format=torch.channels_last)
         for p_ in teacher.parameters():
             p_.requires_grad_(False)
         if not (0.0 <= cfg.kd_alpha <= 1.0 and cfg.kd_temperature > 0):
