@@ -17,6 +17,9 @@ ap.add_argument("--note", default=None, help="free text stored with the result (
 ap.add_argument("--float-run", default=None,
                 help="the float stage's run dir (recipes/nqe_1mbit_from_float.py OUT/float): its accuracy, "
                      "curve and wall time are stored with the result and counted in the total")
+ap.add_argument("--teacher-run", default=None,
+                help="the distillation teacher's run dir (megabit train-teacher / the recipe's OUT/teacher): its "
+                     "accuracy, curve and wall time are stored with the result and counted in the total")
 a = ap.parse_args()
 run, out = a.run, a.out
 res = json.load(open(f"{run}/result.json"))
@@ -49,6 +52,15 @@ if a.float_run:
                           "curve": [{"epoch": h["epoch"], "test_acc": h["test_acc"], "epoch_s": h["epoch_s"]}
                                     for h in fhist]}
     doc["total_train_wall_s"] = round(fres["train_wall_s"] + res["train_wall_s"], 1)
+if a.teacher_run:
+    tres = json.load(open(f"{a.teacher_run}/result.json"))
+    thist = [json.loads(l) for l in open(f"{a.teacher_run}/metrics.jsonl")]
+    doc["teacher_stage"] = {"run": a.teacher_run, "model": "airbench (megabit.models.teacher)",
+                            "test_accuracy": tres["accuracy"], "epochs": tres["epochs"],
+                            "train_wall_s": tres["train_wall_s"],
+                            "curve": [{"epoch": h["epoch"], "test_acc": h["test_acc"], "epoch_s": h["epoch_s"]}
+                                      for h in thist]}
+    doc["total_train_wall_s"] = round(doc.get("total_train_wall_s", res["train_wall_s"]) + tres["train_wall_s"], 1)
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), None) \
     if platform.system() == "Linux" else None
 if cpu:
