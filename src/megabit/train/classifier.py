@@ -94,13 +94,18 @@ def save_classifier(model: NQE, path: str | os.PathLike, extra: dict | None = No
                  "extra": extra or {}}, path)
 
 
-def load_classifier(path: str | os.PathLike) -> NQE:
+def _load_file(path: str | os.PathLike, what: str = "model"):
+    """torch.load (weights only) with one-line ValueErrors for a missing or non-torch file."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise ValueError(f"{path}: no such model file") from None
+        raise ValueError(f"{path}: no such {what} file") from None
     except Exception as e:  # noqa: BLE001
         raise ValueError(f"{path}: not a megabit model file ({type(e).__name__})") from None
+
+
+def load_classifier(path: str | os.PathLike, obj=None) -> NQE:
+    obj = _load_file(path) if obj is None else obj
     if not isinstance(obj, dict) or obj.get("format") not in ("megabit-nqe", "megabit-nqe-ckpt"):
         raise ValueError(f"{path}: not a megabit NQE model file")
     cfg = NQEConfig.from_dict(obj["config"] if "config" in obj else obj["model_config"])
@@ -120,15 +125,10 @@ def load_teacher(path: str | os.PathLike) -> torch.nn.Module:
     ``megabit train-teacher`` file (:class:`~megabit.models.teacher.AirbenchTeacher`)."""
     from ..models.teacher import TEACHER_FORMAT, load_teacher_file
 
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ValueError(f"{path}: no such teacher file") from None
-    except Exception as e:  # noqa: BLE001
-        raise ValueError(f"{path}: not a megabit model file ({type(e).__name__})") from None
+    obj = _load_file(path, "teacher")
     if isinstance(obj, dict) and obj.get("format") == TEACHER_FORMAT:
         return load_teacher_file(obj, path)
-    return load_classifier(path)
+    return load_classifier(path, obj)
 
 
 @torch.no_grad()
