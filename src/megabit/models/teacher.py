@@ -109,9 +109,6 @@ class AirbenchTeacher(nn.Module):
         x = F.adaptive_max_pool2d(x, 1).flatten(1)
         return self.head(x) * self.cfg.scaling
 
-    def decision_logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self(x)
-
 
 def save_teacher(model: AirbenchTeacher, path: str | os.PathLike, extra: dict | None = None) -> None:
     from ..utils import atomic_save

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..data.cifar import Split, batches, random_crop_flip
+from ..data.cifar import Split, batches, random_crop_flip, tta_views
 from ..models.teacher import AirbenchTeacher, TeacherConfig, save_teacher
 from ..utils import atomic_save, atomic_write_text, resolve_device, use_bf16
 
@@ -64,16 +64,14 @@ class TeacherTrainConfig:
 
 
 @torch.no_grad()
-def _evaluate(model: AirbenchTeacher, data: Split, tta: bool, amp: bool, batch_size: int = 1000) -> float:
+def _evaluate(model: AirbenchTeacher, data: Split, tta: bool | int, amp: bool, batch_size: int = 1000) -> float:
     model.eval()
     dev = next(model.parameters()).device
     ok = 0
     for i in range(0, len(data), batch_size):
         xb = data.x[i : i + batch_size].to(dev).contiguous(memory_format=torch.channels_last)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-            lo = model(xb).float()
-            if tta:
-                lo = lo + model(xb.flip(3)).float()
+            lo = sum(model(v).float() for v in tta_views(xb, tta))
         ok += int((lo.argmax(1).cpu() == data.y[i : i + batch_size]).sum())
     return ok / max(1, len(data))
 
