@@ -28,7 +28,7 @@ hist = [json.loads(l) for l in open(f"{run}/metrics.jsonl")]
 bn_end = [h for h in hist if h["phase"] == "bn"][-1]
 t = budget_table(NQEConfig.from_dict(cfg["model"]))
 doc = {
-    "model": "nqe-1mbit",
+    "model": cfg["model"].get("name") or "nqe-1mbit",
     "command": a.command or f"python recipes/nqe_1mbit.py --data-root ../shared/data/cifar10-jpeg-q75 --out {run}",
     "note": a.note,
     "data": "CIFAR-10, JPEG-q75 copy (shared/data/cifar10-jpeg-q75): 50k train / full 10k test",

@@ -41,7 +41,9 @@ ap.add_argument("--warmup-bsn", type=float, default=0.0,
 ap.add_argument("--lr-bsn", type=float, default=3e-4)
 ap.add_argument("--limit-train", type=int, default=None)
 ap.add_argument("--limit-test", type=int, default=None)
-ap.add_argument("--preset", default="nqe-1mbit")
+ap.add_argument("--preset", default=None,
+                help="layer table; with --float-model, the float model's weights are loaded into it "
+                     "(same shapes: nqe-1mbit's float twin starts nqe-1mbit-hr)")
 ap.add_argument("--device", default="auto")
 ap.add_argument("--batch-size", type=int, default=256)
 ap.add_argument("--no-compile", action="store_true")
@@ -63,7 +65,7 @@ if not (0.0 <= a.kd_alpha <= 1.0 and a.kd_temperature > 0):
     ap.error("--kd-alpha must be in [0, 1] and --kd-temperature > 0")
 if a.eval_every < 1:
     ap.error("--eval-every must be >= 1")
-common = dict(preset=a.preset, device=a.device, batch_size=a.batch_size, compile=not a.no_compile)
+common = dict(preset=a.preset or TrainConfig.preset, device=a.device, batch_size=a.batch_size, compile=not a.no_compile)
 try:
     train = load_cifar10(a.data_root, "train", a.limit_train)
     test = load_cifar10(a.data_root, "test", a.limit_test)
@@ -84,7 +86,7 @@ if a.teacher == "airbench":
     train_teacher(tcfg, train, test, out / "teacher", resume=a.resume)
     teacher = str(out / "teacher" / "model.pt")
 kd = dict(teacher=teacher, kd_alpha=a.kd_alpha, kd_temperature=a.kd_temperature) if a.kd_alpha > 0 else {}
-qcfg = TrainConfig(init=float_model, epochs_bn=a.epochs_bn, epochs_bsn=a.epochs_bsn, lr=a.lr, lr_bsn=a.lr_bsn,
+qcfg = TrainConfig(init=float_model, init_preset=a.preset, epochs_bn=a.epochs_bn, epochs_bsn=a.epochs_bsn, lr=a.lr, lr_bsn=a.lr_bsn,
                    warmup_bsn=a.warmup_bsn, eval_every=a.eval_every, bsn_init=a.bsn_init, bsn_fit_loss=a.bsn_fit_loss, **kd, **common)
 res = train_classifier(qcfg, train, test, out / "qat", resume=a.resume)
 json.dump(res, sys.stdout, indent=2)

@@ -158,6 +158,34 @@ def test_qat_starts_from_a_float_classifier(tmp_path, cifar_root):
     assert load_classifier(tmp_path / "qat" / "model.pt").cfg.norm == "bsn"
 
 
+def test_float_start_loads_into_a_layer_table_with_other_pools(tmp_path, cifar_root):
+    from megabit.models.nqe import NQE, LayerSpec, get_preset
+    from megabit.train.classifier import init_for_finetune, save_classifier
+
+    train = load_cifar10(cifar_root, "train")
+    torch.manual_seed(0)
+    src = NQE(tiny_cfg(quantize=False))
+    save_classifier(src, tmp_path / "f.pt")
+    moved = tiny_cfg().with_(name="moved", layers=(LayerSpec(8, levels=5), LayerSpec(16, levels=3, groups=2, pool=True),
+                                                   LayerSpec(16, levels=3, groups=2, pool=True)))
+    with pytest.raises(ValueError, match="do not fit"):  # levels differ: a quantizer would change, not a pool
+        init_for_finetune(tmp_path / "f.pt", calib=(train.x, train.y), arch=moved)
+    moved = moved.with_(layers=(LayerSpec(8, levels=5), LayerSpec(16, levels=3, groups=2, pool=True),
+                                LayerSpec(16, levels=2, groups=2, pool=True)))
+    q = init_for_finetune(tmp_path / "f.pt", calib=(train.x, train.y), arch=moved)
+    assert q.cfg.layers == moved.layers and q.cfg.quantize and q.cfg.name == "moved"
+    for b0, b1 in zip(src.blocks, q.blocks):
+        assert torch.equal(b0.weight, b1.weight)
+    assert q(train.x[:4]).shape == (4, 10)
+    wider = moved.with_(layers=(LayerSpec(12, levels=5),) + moved.layers[1:])
+    with pytest.raises(ValueError, match="do not fit"):
+        init_for_finetune(tmp_path / "f.pt", calib=(train.x, train.y), arch=wider)
+    # the shipped pair: nqe-1mbit-hr has nqe-1mbit's weights and budget, its first pool one layer later
+    a, b = get_preset("nqe-1mbit"), get_preset("nqe-1mbit-hr")
+    assert [(l.out, l.levels, l.groups, l.kernel) for l in a.layers] == [(l.out, l.levels, l.groups, l.kernel) for l in b.layers]
+    assert [l.pool for l in a.layers] != [l.pool for l in b.layers] and sum(l.pool for l in b.layers) == 3
+
+
 def test_clip_for_codes_fits_better_than_the_extremes():
     from megabit.quant.act import hwmsb_codes
     from megabit.train.classifier import _clip_for_codes

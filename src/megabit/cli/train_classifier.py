@@ -17,7 +17,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = TrainConfig()
     p = argparse.ArgumentParser(prog="megabit train-classifier", description=__doc__)
-    p.add_argument("--preset", default=d.preset)
+    p.add_argument("--preset", default=None,
+                   help=f"layer table (default {d.preset}; with --init: the start's own, or this preset's "
+                        "when given: same weight shapes, e.g. other pool positions)")
     p.add_argument("--data-root", required=True)
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt")
@@ -68,8 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     from megabit.models.nqe import get_preset
     from megabit.train.classifier import TrainConfig, train_classifier
 
-    get_preset(a.preset)  # validate early
-    cfg = TrainConfig(preset=a.preset, epochs_bn=a.epochs_bn, epochs_bsn=a.epochs_bsn, batch_size=a.batch_size,
+    if a.preset is not None:
+        get_preset(a.preset)  # validate early
+    cfg = TrainConfig(preset=a.preset or TrainConfig.preset,
+                      init_preset=a.preset if a.init else None, epochs_bn=a.epochs_bn, epochs_bsn=a.epochs_bsn, batch_size=a.batch_size,
                       lr=a.lr, lr_bsn=a.lr_bsn, seed=a.seed, quantize=not a.float,
                       norm="bn-only" if a.bn_only else "bn", compile=not a.no_compile, bf16=a.bf16,
                       threads=a.threads, limit_train=a.limit_train, limit_test=a.limit_test,

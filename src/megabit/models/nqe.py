@@ -117,6 +117,21 @@ PRESETS: dict[str, NQEConfig] = {
         ),
         head_levels=5,
     ),
+    # [I] the same weights (bit for bit the same budget) with the first max-pool one layer later: the
+    # second conv (64 -> 128, ternary) runs at 32x32 instead of 16x16. Bits are what the 1-Mbit device
+    # stores; multiply-adds are not budgeted (1.73x nqe-1mbit's: 135 M vs 78 M per image).
+    "nqe-1mbit-hr": NQEConfig(
+        name="nqe-1mbit-hr",
+        layers=(
+            LayerSpec(64, levels=5),
+            LayerSpec(128, levels=3, pool=True),
+            LayerSpec(128, levels=3, groups=2, pool=True),
+            LayerSpec(256, levels=2),
+            LayerSpec(256, levels=2, groups=2, pool=True),
+            LayerSpec(256, levels=2, groups=8),
+        ),
+        head_levels=5,
+    ),
     # a small preset for tests and smoke runs
     "nqe-tiny": NQEConfig(
         name="nqe-tiny",

@@ -71,6 +71,10 @@ class TrainConfig:
     # (not stored in a .mbit) is refitted on training images.
     init: str | None = None
     init_step_momentum: float = 0.0
+    # [I] with init: rebuild the start in this preset's layer table (its weight shapes must equal the
+    # start's; pool positions may differ, e.g. a nqe-1mbit float twin as the start of nqe-1mbit-hr).
+    # None: the start's own layer table.
+    init_preset: str | None = None
     # BN -> BSN conversion: "quantile" (the paper's reading: shift from the bsn_quantile of the BN
     # scales, offsets on the middle threshold) or "fit" ([I] ours: shift and offsets fitted layer by
     # layer to the BN network's activation codes on the first bsn_calib_images training images).
@@ -133,8 +137,12 @@ def load_teacher(path: str | os.PathLike) -> torch.nn.Module:
 
 @torch.no_grad()
 def init_for_finetune(spec: str | os.PathLike, step_momentum: float = 0.0,
-                      calib: tuple[torch.Tensor, torch.Tensor] | None = None) -> NQE:
+                      calib: tuple[torch.Tensor, torch.Tensor] | None = None,
+                      arch: NQEConfig | None = None) -> NQE:
     """A trained classifier prepared as the start of a fine-tune (see ``TrainConfig.init``).
+
+    ``arch``: rebuild the start with this config's layer table (``TrainConfig.init_preset``); the
+    weights must fit it shape for shape (only where the max-pools sit may differ).
 
     A float classifier (``--float`` run) becomes the start of a full QAT run instead: see
     :func:`quantize_float_start` (``calib``: uint8 training images and labels for its calibration).
@@ -147,6 +155,16 @@ def init_for_finetune(spec: str | os.PathLike, step_momentum: float = 0.0,
     from ..hub import resolve_classifier
 
     src, _ = resolve_classifier(spec)
+    if arch is not None and arch.layers != src.cfg.layers:
+        def shape(c: NQEConfig) -> list[tuple]:
+            return [(l.out, l.levels, l.groups, l.kernel) for l in c.layers]
+
+        if shape(arch) != shape(src.cfg):
+            raise ValueError(f"{spec}: its weights do not fit the layers of {arch.name or 'the preset'} "
+                             "(channels, levels, groups or kernels differ; only pool positions may)")
+        moved = NQE(src.cfg.with_(layers=arch.layers, name=arch.name))
+        moved.load_state_dict(src.state_dict())
+        src = moved.eval()
     if not src.cfg.quantize:
         if calib is None:
             raise ValueError(f"{spec}: a float model; starting QAT from it needs calibration images")
@@ -361,7 +379,8 @@ def train_classifier(
     torch.manual_seed(cfg.seed)
     if cfg.init:
         n_cal = min(len(train), 5000)  # calibration images, used only when the start is a float model
-        model = init_for_finetune(cfg.init, cfg.init_step_momentum, (train.x[:n_cal], train.y[:n_cal]))
+        model = init_for_finetune(cfg.init, cfg.init_step_momentum, (train.x[:n_cal], train.y[:n_cal]),
+                                  get_preset(cfg.init_preset) if cfg.init_preset else None)
         if not cfg.quantize or cfg.norm == "bn-only":
             raise ValueError("--init fine-tunes a quantized model with its own norm: drop --float / --bn-only")
         if model.cfg.norm == "bsn" and cfg.epochs_bn:
