@@ -25,7 +25,9 @@ run, out = a.run, a.out
 res = json.load(open(f"{run}/result.json"))
 cfg = json.load(open(f"{run}/config.json"))
 hist = [json.loads(l) for l in open(f"{run}/metrics.jsonl")]
-bn_end = [h for h in hist if h["phase"] == "bn"][-1]
+bn = [h for h in hist if h["phase"] == "bn"]
+# a BSN-only fine-tune (--init a BN-mode model, --epochs-bn 0) starts at its init's BN-phase end
+bn_acc = bn[-1]["test_acc"] if bn else res.get("notes", {}).get("init_accuracy")
 t = budget_table(NQEConfig.from_dict(cfg["model"]))
 doc = {
     "model": cfg["model"].get("name") or "nqe-1mbit",
@@ -35,7 +37,7 @@ doc = {
     "test_accuracy": res["accuracy"], "test_accuracy_note": "BSN model, integer-exact, horizontal-flip TTA",
     "per_class": res["per_class"], "total_bits": t["total_bits"], "limit_bits": 1 << 20,
     "epochs": res["epochs"], "epochs_bn": cfg["train"]["epochs_bn"], "epochs_bsn": cfg["train"]["epochs_bsn"],
-    "train_wall_s": res["train_wall_s"], "accuracy_end_of_bn_phase": bn_end["test_acc"],
+    "train_wall_s": res["train_wall_s"], "accuracy_end_of_bn_phase": bn_acc,
     "accuracy_right_after_bsn_conversion": res["notes"].get("bsn_after_conversion"),
     "accuracy_at_start": res["notes"].get("init_accuracy"),
     "machine": {"cpu": "2-core x86_64 (shared VM), no GPU", "platform": platform.platform(), "torch": torch.__version__},
