@@ -20,6 +20,9 @@ ap.add_argument("--float-run", default=None,
 ap.add_argument("--teacher-run", default=None,
                 help="the distillation teacher's run dir (megabit train-teacher / the recipe's OUT/teacher): its "
                      "accuracy, curve and wall time are stored with the result and counted in the total")
+ap.add_argument("--mbit", default=None,
+                help="the run's packed .mbit file (megabit pack): its size in bits is stored as the model's stored bits, "
+                     "e.g. for a layer table that fits 2^20 only entropy-coded (nqe-1mbit-ans)")
 a = ap.parse_args()
 run, out = a.run, a.out
 res = json.load(open(f"{run}/result.json"))
@@ -63,6 +66,11 @@ if a.teacher_run:
                             "curve": [{"epoch": h["epoch"], "test_acc": h["test_acc"], "epoch_s": h["epoch_s"]}
                                       for h in thist]}
     doc["total_train_wall_s"] = round(doc.get("total_train_wall_s", res["train_wall_s"]) + tres["train_wall_s"], 1)
+if a.mbit:
+    import os
+    bits = 8 * os.path.getsize(a.mbit)
+    doc["packed_file"] = {"path": a.mbit, "bits": bits, "fits_2^20": bits <= 1 << 20}
+    doc["raw_bits"], doc["total_bits"] = doc["total_bits"], bits  # the file is what is stored
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), None) \
     if platform.system() == "Linux" else None
 if cpu:
