@@ -68,7 +68,7 @@ for meth in a.methods.split(","):
     conv_s = time.time() - t0
     m.eval()
     r = {"accuracy": evaluate(m, test)["accuracy"], "convert_s": round(conv_s, 1),
-         "shifts": [int(b.norm.shift) for b in m.blocks], "code_agreement": agreement(m),
+         "shifts": [b.norm.shift.tolist() for b in m.blocks], "code_agreement": agreement(m),
          "fit": getattr(m, "bsn_fit", [])}
     res["methods"][meth] = r
     print(f"{meth}: {r['accuracy']:.4f} shifts {r['shifts']} agreement {r['code_agreement']} ({conv_s:.0f}s)", flush=True)

@@ -13,9 +13,9 @@ def tiny_cfg(**kw) -> NQEConfig:
                                                LayerSpec(16, levels=2, groups=2, pool=True)), head_levels=3, **kw)
 
 
-def make_bsn_model(seed: int = 0, cfg: NQEConfig | None = None, fit: bool = False) -> NQE:
+def make_bsn_model(seed: int = 0, cfg: NQEConfig | None = None, fit: bool = False, **bsn) -> NQE:
     """A small model with random weights, BN statistics from random data, converted to BSN
-    (``fit``: by the calibrated conversion, on those images)."""
+    (``fit``: by the calibrated conversion, on those images; ``bsn``: convert_to_bsn's BSN fields)."""
     torch.manual_seed(seed)
     m = NQE(cfg or tiny_cfg())
     m.train()
@@ -24,7 +24,7 @@ def make_bsn_model(seed: int = 0, cfg: NQEConfig | None = None, fit: bool = Fals
         for _ in range(3):
             m(x)
     m.eval()
-    m.convert_to_bsn(x if fit else None)
+    m.convert_to_bsn(x if fit else None, **bsn)
     return m.eval()
 
 

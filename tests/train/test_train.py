@@ -253,3 +253,25 @@ def test_fitted_bsn_conversion_in_training(tmp_path, cifar_root):
     with pytest.raises(ValueError, match="bsn_init"):
         train_classifier(TrainConfig(epochs_bn=1, epochs_bsn=1, bsn_init="median", **FAST), train, test,
                          tmp_path / "bad", model_cfg=tiny_cfg(), progress=False)
+
+
+def test_per_channel_bsn_with_a_mantissa_trains_and_resumes(tmp_path, cifar_root):
+    from megabit.export import IntegerNQE
+
+    train, test = load_cifar10(cifar_root, "train"), load_cifar10(cifar_root, "test")
+    out = tmp_path / "run"
+    bsn = dict(bsn_granularity="channel", bsn_mantissa_bits=1, bsn_offset_bits=13)
+    train_classifier(TrainConfig(epochs_bn=1, epochs_bsn=1, bsn_init="fit", bsn_calib_images=32, **bsn, **FAST),
+                     train, test, out, model_cfg=tiny_cfg(), progress=False)
+    m = load_classifier(out / "model.pt")
+    assert (m.cfg.bsn_granularity, m.cfg.bsn_mantissa_bits, m.cfg.offset_bits) == ("channel", 1, 13)
+    assert m.blocks[0].norm.shift.shape == (tiny_cfg().layers[0].out,)
+    x = test.x[:16]
+    assert torch.equal(IntegerNQE.from_model(m)(x), torch.round(m(x) / m.head.log_alpha.exp()).long())
+    # resume inside the BSN phase rebuilds the per-channel BSN before loading the checkpoint
+    res = train_classifier(TrainConfig(epochs_bn=1, epochs_bsn=2, bsn_init="fit", bsn_calib_images=32, **bsn, **FAST),
+                           train, test, out, resume=True, model_cfg=tiny_cfg(), progress=False)
+    assert res["epochs"] == 3
+    with pytest.raises(ValueError, match="bsn_granularity"):
+        train_classifier(TrainConfig(epochs_bn=1, epochs_bsn=1, bsn_granularity="pixel", **FAST), train, test,
+                         tmp_path / "bad", model_cfg=tiny_cfg(), progress=False)

@@ -52,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training images the 'fit' conversion calibrates on")
     p.add_argument("--bsn-fit-loss", choices=("mse", "mismatch"), default=d.bsn_fit_loss,
                    help="what the 'fit' conversion minimises: squared or 0/1 error of the activation codes")
+    p.add_argument("--bsn-scale", choices=("layer", "channel"), default=d.bsn_granularity,
+                   help="BSN shifts: one per layer (default, the paper) or one per channel ([I] beyond the paper)")
+    p.add_argument("--bsn-mantissa-bits", type=int, default=d.bsn_mantissa_bits, choices=range(4), metavar="B",
+                   help="[I] a B-bit mantissa with each BSN shift: scale (1 + m/2^B) 2^-k, a shift-and-add (default 0)")
+    p.add_argument("--bsn-offset-bits", type=int, default=None,
+                   help="bits of each BSN offset (default: the preset's, 12)")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                    help="bf16 autocast (default: only where the CPU/GPU has native bf16)")
     p.add_argument("--threads", type=int, default=None)
@@ -80,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
                       warmup_bsn=a.warmup_bsn, teacher=a.teacher, kd_alpha=a.kd_alpha,
                       kd_temperature=a.kd_temperature, device=a.device, init=a.init,
                       init_step_momentum=a.init_step_momentum, eval_every=a.eval_every,
-                      bsn_init=a.bsn_init, bsn_calib_images=a.bsn_calib_images, bsn_fit_loss=a.bsn_fit_loss)
+                      bsn_init=a.bsn_init, bsn_calib_images=a.bsn_calib_images, bsn_fit_loss=a.bsn_fit_loss,
+                      bsn_granularity=a.bsn_scale, bsn_mantissa_bits=a.bsn_mantissa_bits,
+                      bsn_offset_bits=a.bsn_offset_bits)
     train = load_cifar10(a.data_root, "train", a.limit_train)
     test = load_cifar10(a.data_root, "test", a.limit_test)
     ddp = "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1

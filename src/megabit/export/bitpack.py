@@ -6,7 +6,9 @@ What is stored (the on-chip memory image), in this order, as one little-endian b
 for each conv layer:
     weights   ``n_weights x ceil(log2(levels))`` bits: level *index* (code → position in
               ``code_range(levels)``), row-major [Cout, Cin/groups, k, k]
-    shift     ``shift_bits`` bits (unsigned k)
+    shift     ``shift_bits`` bits (unsigned k); per-channel BSN ([I], ``bsn_granularity="channel"``):
+              ``Cout x shift_bits``
+    mantissa  only with ``bsn_mantissa_bits`` B > 0: ``B`` bits (unsigned m), or ``Cout x B`` per channel
     offsets   ``Cout x offset_bits`` bits (two's complement o_c)
 head:
     weights   ``classes x C x ceil(log2(head_levels))`` bits
@@ -53,13 +55,18 @@ class BudgetRow:
                 "norm_bits": self.norm_bits, "other_bits": self.other_bits, "total_bits": self.total}
 
 
+def bsn_scale_count(cfg: NQEConfig, channels: int) -> int:
+    """How many (shift, mantissa) pairs a BSN layer stores: 1, or one per channel."""
+    return channels if cfg.bsn_granularity == "channel" else 1
+
+
 def budget(cfg: NQEConfig) -> list[BudgetRow]:
     """Per-layer stored bits of the deployed (BSN, integer) form of a config."""
     rows, cin = [], cfg.in_channels
     for i, L in enumerate(cfg.layers):
         n = L.out * (cin // L.groups) * L.kernel * L.kernel
         b = bits_per_code(L.levels)
-        norm = cfg.shift_bits + L.out * cfg.offset_bits
+        norm = bsn_scale_count(cfg, L.out) * (cfg.shift_bits + cfg.bsn_mantissa_bits) + L.out * cfg.offset_bits
         kind = f"conv{L.kernel}x{L.kernel}" + (f" g{L.groups}" if L.groups > 1 else "")
         rows.append(BudgetRow(f"blocks.{i}", kind, n, L.levels, b, n * b, norm, 0))
         cin = L.out
@@ -134,7 +141,10 @@ def pack_model(net: IntegerNQE) -> tuple[bytes, int]:
     cfg, w = net.cfg, _BitWriter()
     for L in net.layers:
         w.write(_codes_to_index(L.codes, L.levels), bits_per_code(L.levels))
-        w.write(np.array([L.shift]), cfg.shift_bits)
+        n = bsn_scale_count(cfg, len(L.offsets))
+        w.write(np.broadcast_to(np.asarray(L.shift, dtype=np.int64), (n,)).copy(), cfg.shift_bits)
+        if cfg.bsn_mantissa_bits:
+            w.write(np.broadcast_to(np.asarray(L.mant, dtype=np.int64), (n,)).copy(), cfg.bsn_mantissa_bits)
         w.write(L.offsets, cfg.offset_bits, signed=True)
     w.write(_codes_to_index(net.head.codes, net.head.levels), bits_per_code(net.head.levels))
     w.write(net.head.bias, cfg.head_bias_bits, signed=True)
@@ -157,9 +167,13 @@ def unpack_model(cfg: NQEConfig, data: bytes) -> IntegerNQE:
         if idx.max(initial=0) >= len(cr):
             raise ValueError("packed weights hold an index outside the level grid")
         codes = cr[idx].reshape(shape).astype(np.int8)
-        shift = int(r.read(1, cfg.shift_bits)[0])
+        n = bsn_scale_count(cfg, L.out)
+        shift = r.read(n, cfg.shift_bits)
+        mant = r.read(n, cfg.bsn_mantissa_bits) if cfg.bsn_mantissa_bits else np.zeros(n, np.int64)
+        if n == 1:
+            shift, mant = int(shift[0]), int(mant[0])
         offs = r.read(L.out, cfg.offset_bits, signed=True)
-        layers.append(IntLayer(codes, L.levels, L.groups, L.pool, shift, offs))
+        layers.append(IntLayer(codes, L.levels, L.groups, L.pool, shift, offs, mant, cfg.bsn_mantissa_bits))
         cin = L.out
     cr = np.asarray(code_range(cfg.head_levels))
     idx = r.read(cfg.num_classes * cin, bits_per_code(cfg.head_levels))

@@ -8,6 +8,9 @@ Every tensor is an integer tensor (int8 weights, int32 activations/accumulators,
     x_next  = clamp(u, 0, 3)   then 2x2 max-pool if the layer has one
     logits  = W_head · Σ_hw x + b                             (int64)
 
+With a BSN mantissa or per-channel shifts ([I] beyond the paper, ``NQEConfig.bsn_granularity`` /
+``bsn_mantissa_bits`` B): ``u = (acc · M_c + o_c) >> (k_c + B − 2)``, ``M_c = 2^B + m_c``.
+
 ``u`` equals ``floor(4 · (acc + o_c) · 2^-k)``, i.e. HWMSB of the BSN output, so the integer
 network reproduces the fake-quantized PyTorch model exactly (tested over the CIFAR-10 test set).
 The convolution is an integer im2col + int32 matmul (no float anywhere).
@@ -32,8 +35,14 @@ class IntLayer:
     levels: int
     groups: int
     pool: bool
-    shift: int
+    shift: int | np.ndarray  # one shift, or int64 [Cout] (per-channel BSN)
     offsets: np.ndarray  # int64 [Cout]
+    mant: int | np.ndarray = 0  # BSN mantissa m (one, or int64 [Cout]); multiplier M = 2^B + m
+    mantissa_bits: int = 0  # B
+
+    @property
+    def per_channel(self) -> bool:
+        return np.ndim(self.shift) > 0
 
     @property
     def kernel(self) -> int:
@@ -64,17 +73,29 @@ def _int_conv(x: torch.Tensor, w: torch.Tensor, groups: int) -> torch.Tensor:
 @torch.no_grad()
 def int_layer_of(block) -> IntLayer:
     """The integer form of a BSN-mode :class:`~megabit.models.nqe.QConvBlock`."""
+    n = block.norm
+    per_channel = getattr(n, "per_channel", False)
+    shift = n.shift.numpy().astype(np.int64) if per_channel else int(n.shift)
+    mant = n.mant.numpy().astype(np.int64) if per_channel else int(getattr(n, "mant", 0))
     return IntLayer(codes=block.weight_codes().round().to(torch.int8).numpy(), levels=block.spec.levels,
-                    groups=block.spec.groups, pool=block.spec.pool, shift=int(block.norm.shift),
-                    offsets=block.norm.int_offsets().numpy())
+                    groups=block.spec.groups, pool=block.spec.pool, shift=shift,
+                    offsets=n.int_offsets().numpy(), mant=mant, mantissa_bits=getattr(n, "mantissa_bits", 0))
 
 
 def apply_int_layer(a: torch.Tensor, L: IntLayer, act_bits: int) -> torch.Tensor:
     """One integer conv block: conv, + offset, shift, clamp to the HWMSB codes, optional 2x2 max-pool."""
     acc = _int_conv(a, torch.from_numpy(L.codes).to(torch.int32), L.groups)
+    if L.mantissa_bits:  # acc * M, M = 2^B + m: a shift-and-add
+        m = torch.as_tensor(np.asarray(L.mant) + (1 << L.mantissa_bits), dtype=torch.int32)
+        acc = acc * (m.reshape(1, -1, 1, 1) if m.ndim else m)
     acc = acc + torch.from_numpy(L.offsets).to(torch.int32).reshape(1, -1, 1, 1)
-    s = L.shift - act_bits  # floor(2^bits * y): shift by k - bits
-    u = torch.bitwise_right_shift(acc, s) if s >= 0 else torch.bitwise_left_shift(acc, -s)
+    if L.per_channel:
+        s = torch.as_tensor(np.asarray(L.shift) + L.mantissa_bits - act_bits, dtype=torch.int32).reshape(1, -1, 1, 1)
+        u = torch.where(s >= 0, torch.bitwise_right_shift(acc, s.clamp(min=0)),
+                        torch.bitwise_left_shift(acc, (-s).clamp(min=0)))
+    else:
+        s = int(L.shift) + L.mantissa_bits - act_bits  # floor(2^bits * y): shift by k + B - bits
+        u = torch.bitwise_right_shift(acc, s) if s >= 0 else torch.bitwise_left_shift(acc, -s)
     a = u.clamp(0, (1 << act_bits) - 1)
     if L.pool:
         n, c, hh, ww = a.shape

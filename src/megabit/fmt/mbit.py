@@ -9,6 +9,10 @@ Layout (little-endian; constants in :mod:`megabit.fmt.spec`, prose in docs/forma
       CONV    levels u8 | shift u8 | offset_bits u8 | groups u8 | n_weights u32 | out u16 |
               table_bytes u16 | offsets (out x offset_bits, two's complement, LSB-first bits,
               zero-padded to a byte) | frequency table (table_bytes) | weight payload
+              [I] with a per-channel BSN or a BSN mantissa (config bsn_granularity "channel" /
+              bsn_mantissa_bits B > 0) the offsets' bit field goes on with the shifts (n x shift_bits,
+              n = out per channel, else 1; the shift byte is then 0) and the mantissas (n x B) before
+              its byte padding
       HEAD    levels u8 | bias_bits u8 | classes u16 | in u16 | table_bytes u16 |
               bias (classes x bias_bits, packed like offsets) | table | weight payload
       CODE    (kind "patch-encoder" only, instead of HEAD) the code layer: CONV's layout, a 1x1
@@ -100,11 +104,31 @@ def _code_weights(codes: np.ndarray, levels: int, coder: str, table_log: int | N
     return freqs_to_bytes(freqs), payload
 
 
+def _scale_fields(cfg: NQEConfig | None, out: int) -> tuple[int, int, int]:
+    """(n, shift_bits, mantissa_bits) of the BSN scales stored after the offsets; n = 0: none (the paper's BSN)."""
+    if cfg is None or (cfg.bsn_granularity == "layer" and not cfg.bsn_mantissa_bits):
+        return 0, 0, 0
+    return (out if cfg.bsn_granularity == "channel" else 1), cfg.shift_bits, cfg.bsn_mantissa_bits
+
+
+def _norm_field_bits(cfg: NQEConfig | None, out: int, obits: int) -> int:
+    n, sb, mb = _scale_fields(cfg, out)
+    return out * obits + n * (sb + mb)
+
+
 def _conv_section(tag: int, index: int, L: IntLayer, offset_bits: int, coder: str, cid: int,
-                  table_log: int | None, n_streams: int) -> Section:
+                  table_log: int | None, n_streams: int, cfg: NQEConfig | None = None) -> Section:
     table, payload = _code_weights(L.codes, L.levels, coder, table_log, n_streams)
-    fixed = S.MBIT_CONV.pack(L.levels, L.shift, offset_bits, L.groups, L.codes.size, len(L.offsets), len(table))
-    return Section(tag, cid, index, fixed + _signed_field(L.offsets, offset_bits) + table + payload)
+    n, sb, mb = _scale_fields(cfg, len(L.offsets))
+    fixed = S.MBIT_CONV.pack(L.levels, 0 if n > 1 else int(L.shift), offset_bits, L.groups, L.codes.size,
+                             len(L.offsets), len(table))
+    w = _BitWriter()
+    w.write(L.offsets, offset_bits, signed=True)
+    if n:
+        w.write(np.broadcast_to(np.asarray(L.shift, np.int64), (n,)).copy(), sb)
+        if mb:
+            w.write(np.broadcast_to(np.asarray(L.mant, np.int64), (n,)).copy(), mb)
+    return Section(tag, cid, index, fixed + pack_bits(w.bits()) + table + payload)
 
 
 def encode_mbit(net: IntegerNQE | IntegerPatchEncoder, coder: str = "tans", table_log: int | None = None,
@@ -121,7 +145,7 @@ def encode_mbit(net: IntegerNQE | IntegerPatchEncoder, coder: str = "tans", tabl
         head = {"kind": "nqe-classifier", "config": cfg.to_dict(), "meta": meta or {}}
     secs = [Section(S.SECTION_CONFIG, S.CODER_NONE, 0, json.dumps(head, sort_keys=True).encode())]
     for i, L in enumerate(net.layers):
-        secs.append(_conv_section(S.SECTION_CONV, i, L, cfg.offset_bits, coder, cid, table_log, n_streams))
+        secs.append(_conv_section(S.SECTION_CONV, i, L, cfg.offset_bits, coder, cid, table_log, n_streams, cfg))
     if isinstance(net, IntegerPatchEncoder):
         secs.append(_conv_section(S.SECTION_CODE, 0, net.code, cfg.offset_bits, coder, cid, table_log, n_streams))
     else:
@@ -352,15 +376,25 @@ def decode_conv(sec: Section, cfg: NQEConfig, cin: int, codec_config=None) -> In
     k = L.kernel
     if (levels, groups, out, obits) != (L.levels, L.groups, L.out, cfg.offset_bits) or n != out * (cin // groups) * k * k:
         raise MbitError(f"{S.SECTION_NAMES[sec.tag]} section {sec.index} does not match the config")
-    offb, table, payload = _split(sec.payload, S.MBIT_CONV.size, out, obits, tb)
-    offsets = _BitReader(unpack_bits(offb, out * obits)).read(out, obits, signed=True)
+    cfg_scales = None if sec.tag == S.SECTION_CODE else cfg
+    nbits = _norm_field_bits(cfg_scales, out, obits)
+    offb, table, payload = _split(sec.payload, S.MBIT_CONV.size, 1, nbits, tb)
+    r = _BitReader(unpack_bits(offb, nbits))
+    offsets = r.read(out, obits, signed=True)
+    ns, sb, mb = _scale_fields(cfg_scales, out)
+    mant = 0
+    if ns:
+        shifts = r.read(ns, sb)
+        mants = r.read(ns, mb) if mb else np.zeros(ns, np.int64)
+        shift, mant = (shifts, mants) if ns > 1 else (int(shifts[0]), int(mants[0]))
     try:
         codes = _decode_weights(sec.coder, levels, n, table, payload)
     except MbitError:
         raise
     except ValueError as e:
         raise MbitError(f"conv section {sec.index}: {str(e).splitlines()[0]}") from None
-    return IntLayer(codes.reshape(out, cin // groups, k, k), levels, groups, L.pool, shift, offsets)
+    return IntLayer(codes.reshape(out, cin // groups, k, k), levels, groups, L.pool, shift, offsets, mant,
+                    0 if cfg_scales is None else cfg_scales.bsn_mantissa_bits)
 
 
 def decode_head(sec: Section, cfg: NQEConfig, cin: int) -> IntHead:
@@ -420,8 +454,9 @@ def integer_to_model(net: IntegerNQE) -> NQE:
             blk.weight.copy_(c if L.levels % 2 else c / 2)
             blk.quant.step.fill_(1.0)
             blk.quant.initialized.fill_(True)
-            blk.norm.shift.fill_(L.shift)
-            blk.norm.offset.copy_(torch.from_numpy(L.offsets.astype(np.float64) * 2.0 ** -L.shift).float())
+            blk.norm.set_scale(L.shift, L.mant)
+            blk.norm.offset.copy_((torch.from_numpy(L.offsets.astype(np.float64))
+                                   * torch.exp2(-blk.norm.total_shift().double())).float())
         h = model.head
         c = torch.from_numpy(net.head.codes.astype(np.float32))
         h.weight.copy_(c if net.head.levels % 2 else c / 2)
@@ -445,7 +480,7 @@ def inspect_mbit(f: MbitFile) -> dict:
             codes, levels = L.codes, L.levels
             fixed = S.MBIT_CONV.size
             _, _, _, _, _, out, tb = S.MBIT_CONV.unpack_from(s.payload, 0)
-            norm_bytes = (out * f.config.offset_bits + 7) // 8
+            norm_bytes = (_norm_field_bits(f.config if s.tag == S.SECTION_CONV else None, out, f.config.offset_bits) + 7) // 8
             cin = L.codes.shape[0]
         else:
             H = decode_head(s, f.config, cin)

@@ -59,6 +59,10 @@ class NQEConfig:
     bsn_quantile: float = 0.9
     shift_bits: int = 4
     offset_bits: int = 12
+    # [I] beyond the paper (its BSN: one shift per layer): "channel" stores a shift per channel, and
+    # bsn_mantissa_bits B a B-bit mantissa with each shift (scale (1 + m/2^B) 2^-k); see megabit.norm.bsn
+    bsn_granularity: str = "layer"
+    bsn_mantissa_bits: int = 0
     head_bias_bits: int = 16
     quantize: bool = True  # False: the same architecture in float (ReLU, float weights, BN)
     step_rule: str = "heq"
@@ -163,7 +167,7 @@ class QConvBlock(nn.Module):
         levels = spec.levels if cfg.quantize else 0
         self.quant = WeightQuantizer(QuantSpec(levels, cfg.step_rule, False, cfg.step_momentum))
         if cfg.norm == "bsn":
-            self.norm: nn.Module = BitShiftNorm(spec.out, 0, cfg.shift_bits, cfg.offset_bits)
+            self.norm: nn.Module = bsn_for(spec.out, cfg)
         elif cfg.norm == "bn":
             self.norm = nn.BatchNorm2d(spec.out)
         else:
@@ -222,6 +226,11 @@ class QHead(nn.Module):
         return F.linear(s, w) + b
 
 
+def bsn_for(channels: int, cfg: NQEConfig) -> BitShiftNorm:
+    """The BitShiftNorm a config asks for (granularity, mantissa, field widths)."""
+    return BitShiftNorm(channels, 0, cfg.shift_bits, cfg.offset_bits, cfg.bsn_granularity, cfg.bsn_mantissa_bits)
+
+
 def _sample_channels(t: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
     """[N, C, H, W] -> [C, S]: each channel's values at the sampled positions."""
     t = t.transpose(0, 1).reshape(t.shape[1], -1)
@@ -246,7 +255,7 @@ def convert_blocks_to_bsn(blocks, cfg: NQEConfig, x: torch.Tensor | None = None,
     for blk in blocks:
         bn = blk.norm
         dev = blk.weight.device
-        bsn = BitShiftNorm(blk.spec.out, 0, cfg.shift_bits, cfg.offset_bits).to(dev)
+        bsn = bsn_for(blk.spec.out, cfg).to(dev)
         if x is not None:
             w = blk.quant.codes(blk.weight)
 
@@ -311,7 +320,7 @@ class NQE(nn.Module):
 
     @torch.no_grad()
     def convert_to_bsn(self, calib: torch.Tensor | None = None, shift_search: int = 2,
-                       samples: int = 4096, loss: str = "mse", batch_size: int = 250) -> "NQE":
+                       samples: int = 4096, loss: str = "mse", batch_size: int = 250, **bsn) -> "NQE":
         """Phase 1 → phase 2: replace each BatchNorm by a layer-shared BitShiftNorm (in place).
 
         Without ``calib``: shift from the ``bsn_quantile`` of the BN scales, offsets aligning the
@@ -321,12 +330,17 @@ class NQE(nn.Module):
         the BatchNorm network's activation codes on those images (``samples`` positions per channel,
         ``loss`` "mse" or "mismatch" of the codes).
         The fit's report is kept in ``self.bsn_fit`` (per layer: chosen and quantile shift, code MSE).
+        ``bsn``: config fields of the BSN to convert to (``bsn_granularity``, ``bsn_mantissa_bits``,
+        ``offset_bits``, ``shift_bits``), overriding this model's config.
         """
         if self.cfg.norm == "bsn":
             return self
+        bad = set(bsn) - {"bsn_granularity", "bsn_mantissa_bits", "offset_bits", "shift_bits"}
+        if bad:
+            raise ValueError(f"convert_to_bsn: unknown BSN fields {sorted(bad)}")
         if not self.cfg.quantize:
             raise ValueError("BSN needs the quantized (integer-accumulator) network")
-        cfg = self.cfg.with_(norm="bsn")
+        cfg = self.cfg.with_(norm="bsn", **bsn)
         was_training = self.training
         self.eval()  # quantizer steps and BN statistics stay as trained
         dev = self.blocks[0].weight.device

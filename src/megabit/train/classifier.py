@@ -83,6 +83,17 @@ class TrainConfig:
     bsn_init: str = "fit"
     bsn_calib_images: int = 1000
     bsn_fit_loss: str = "mse"  # "mse" or "mismatch" of the activation codes
+    # [I] beyond the paper (default: its layer-shared shift): the BSN the conversion produces,
+    # "layer" or "channel" shifts, with a bsn_mantissa_bits-bit mantissa each (megabit.norm.bsn);
+    # bsn_offset_bits None keeps the model config's offset width
+    bsn_granularity: str = "layer"
+    bsn_mantissa_bits: int = 0
+    bsn_offset_bits: int | None = None
+
+    def bsn_fields(self) -> dict:
+        """The NQEConfig fields the BN -> BSN conversion sets."""
+        d = {"bsn_granularity": self.bsn_granularity, "bsn_mantissa_bits": self.bsn_mantissa_bits}
+        return d | ({"offset_bits": self.bsn_offset_bits} if self.bsn_offset_bits is not None else {})
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -360,6 +371,9 @@ def train_classifier(
         torch.set_num_threads(cfg.threads)
     if cfg.eval_every < 1:
         raise ValueError(f"eval_every must be >= 1 (got {cfg.eval_every})")
+    if cfg.bsn_granularity not in ("layer", "channel") or not 0 <= cfg.bsn_mantissa_bits <= 3:
+        raise ValueError(f"bsn_granularity must be 'layer' or 'channel' and bsn_mantissa_bits 0..3 "
+                         f"(got {cfg.bsn_granularity!r}, {cfg.bsn_mantissa_bits})")
     if cfg.bsn_init not in ("quantile", "fit") or cfg.bsn_fit_loss not in ("mse", "mismatch"):
         raise ValueError(f"bsn_init must be 'quantile' or 'fit' and bsn_fit_loss 'mse' or 'mismatch' "
                          f"(got {cfg.bsn_init!r}, {cfg.bsn_fit_loss!r})")
@@ -405,7 +419,7 @@ def train_classifier(
     if resume and ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         if ck["model_config"]["norm"] == "bsn":
-            model.convert_to_bsn()
+            model.convert_to_bsn(**cfg.bsn_fields())
         model.load_state_dict(ck["model"])
         model.to(dev)
         opt_state, state = ck["optimizer"], ck["state"]
@@ -437,7 +451,7 @@ def train_classifier(
             if rank == 0:  # the BN-phase end, kept so that conversions can be compared on it later
                 save_classifier(model, out / "bn_end.pt")  # (recipes/nqe_bsn_conversion.py)
             calib = train.x[: cfg.bsn_calib_images] if cfg.bsn_init == "fit" else None
-            model.convert_to_bsn(calib, loss=cfg.bsn_fit_loss)
+            model.convert_to_bsn(calib, loss=cfg.bsn_fit_loss, **cfg.bsn_fields())
             model.to(dev)
             opt_state = None
             if calib is not None:

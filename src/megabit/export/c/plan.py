@@ -135,6 +135,9 @@ def check_exportable(cfg: NQEConfig, image_size: tuple[int, int] = (32, 32), enc
         raise ValueError(f"C export implements HWMSB with floor; model has act_mode={cfg.act_mode!r}")
     if not cfg.quantize:
         raise ValueError("C export needs a quantized model (quantize=True)")
+    if cfg.bsn_granularity != "layer" or cfg.bsn_mantissa_bits:
+        raise ValueError(f"C export implements the paper's layer-shared BSN shift; this model has "
+                         f"bsn_granularity={cfg.bsn_granularity!r}, bsn_mantissa_bits={cfg.bsn_mantissa_bits}")
     h, w = image_size
     if not (1 <= h <= U16_MAX and 1 <= w <= U16_MAX):
         raise ValueError(f"image size {h}x{w} out of range")
