@@ -95,6 +95,9 @@ def test_budget_equals_packed_bits_and_file_round_trip(seed, v):
     back = mbit_to_model(f)
     x = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
     assert torch.equal(IntegerNQE.from_model(back)(x), net(x))
+    from megabit.export.streaming import StreamingIntegerNQE
+
+    assert torch.equal(StreamingIntegerNQE(blob)(x), net(x))  # decoded one layer at a time, same logits
 
 
 def test_per_channel_norm_bits_in_the_budget():
