@@ -73,6 +73,12 @@ class BitShiftNorm(nn.Module):
         self.register_buffer("mant", torch.zeros(shape, dtype=torch.int64))
         self.offset = nn.Parameter(torch.zeros(channels))
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # files written before the mantissa existed (session 34) have no "mant": the paper's BSN, m = 0
+        if prefix + "shift" in state_dict and prefix + "mant" not in state_dict:
+            state_dict[prefix + "mant"] = torch.zeros_like(self.mant)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     @property
     def offset_limit(self) -> int:
         return (1 << (self.offset_bits - 1)) - 1
