@@ -352,3 +352,18 @@ def test_patch_encoder_sanitizers_run_clean(tmp_path):
     x = _images(10)
     got = run_c_codes(compile_c(tmp_path, flags), x)
     np.testing.assert_array_equal(got, ie(torch.from_numpy(x)).reshape(len(x), -1).numpy())
+
+
+@pytest.mark.cc
+@needs_cc
+@pytest.mark.parametrize("bsn", [dict(bsn_granularity="channel", bsn_mantissa_bits=1),
+                                 dict(bsn_granularity="layer", bsn_mantissa_bits=2),
+                                 dict(bsn_granularity="channel", bsn_mantissa_bits=0)], ids=["channel-m1", "layer-m2", "channel-m0"])
+def test_c_per_channel_bsn_is_bit_exact(tmp_path, bsn):
+    """[I] per-channel BSN / BSN mantissa: the runtime's per-channel params give the integer path's logits."""
+    net = IntegerNQE.from_model(make_bsn_model(seed=3, fit=True, **bsn))
+    mm = _check_exact(net, encode_mbit(net, coder="tans"), tmp_path / "c", _images(200))
+    plan = plan_model(encode_mbit(net, coder="tans"))
+    assert all(L.rshift == -128 for L in plan.layers if L.kind == 1)
+    n_channels = sum(L.cout for L in plan.layers if L.kind == 1)
+    assert mm["flash"]["data"]["params"] >= 4 * 3 * n_channels  # o_c, M_c, rshift_c per channel

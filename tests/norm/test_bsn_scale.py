@@ -108,14 +108,6 @@ def test_per_channel_norm_bits_in_the_budget():
     assert ch - base == channels * (4 + 1) - layers * 4
 
 
-def test_c_export_refuses_a_per_channel_bsn(tmp_path):
-    from megabit.export.c import export_c
-
-    net = IntegerNQE.from_model(make_bsn_model(bsn_granularity="channel", bsn_mantissa_bits=1))
-    with pytest.raises(ValueError, match="layer-shared BSN"):
-        export_c(encode_mbit(net, coder="tans"), tmp_path / "out")
-
-
 def test_bad_bsn_fields_are_refused():
     with pytest.raises(ValueError, match="granularity"):
         BitShiftNorm(4, granularity="pixel")

@@ -27,7 +27,7 @@ import numpy as np
 from ...entropy import _common as ANS
 from ...entropy.freq import freqs_from_bytes
 from ...fmt import spec as S
-from ...fmt.mbit import MbitFile, _split, decode_conv, decode_head, read_mbit
+from ...fmt.mbit import MbitFile, _norm_field_bits, _split, decode_conv, decode_head, read_mbit
 from ...models.nqe import NQEConfig, PRESETS
 from ...quant.weight import bits_per_code
 
@@ -124,6 +124,9 @@ class CModel:
         return self.layers[-1]
 
 
+RSHIFT_PER_CHANNEL = -128  # descriptor rshift: the layer's params are o_c, M_c, rshift_c (mb_runtime.h)
+
+
 def check_exportable(cfg: NQEConfig, image_size: tuple[int, int] = (32, 32), encoder: bool = False) -> None:
     """Raise ``ValueError`` (one line) if the runtime cannot express this configuration.
 
@@ -135,9 +138,6 @@ def check_exportable(cfg: NQEConfig, image_size: tuple[int, int] = (32, 32), enc
         raise ValueError(f"C export implements HWMSB with floor; model has act_mode={cfg.act_mode!r}")
     if not cfg.quantize:
         raise ValueError("C export needs a quantized model (quantize=True)")
-    if cfg.bsn_granularity != "layer" or cfg.bsn_mantissa_bits:
-        raise ValueError(f"C export implements the paper's layer-shared BSN shift; this model has "
-                         f"bsn_granularity={cfg.bsn_granularity!r}, bsn_mantissa_bits={cfg.bsn_mantissa_bits}")
     h, w = image_size
     if not (1 <= h <= U16_MAX and 1 <= w <= U16_MAX):
         raise ValueError(f"image size {h}x{w} out of range")
@@ -219,13 +219,17 @@ def _coded(sec_coder: int, levels: int, n: int, table: bytes, payload: bytes, na
             "n_streams": int(K), "init_states": init, "freqs": tuple(int(v) for v in freqs)}
 
 
-def _conv_data(s, IL, name: str, x_max: int) -> tuple[dict, np.ndarray, int]:
-    """A conv/code section's coded weights, its int64 offsets, and the int32-checked accumulator bound."""
+def _conv_data(s, IL, name: str, x_max: int, cfg: NQEConfig | None = None) -> tuple[dict, np.ndarray, int]:
+    """A conv/code section's coded weights, its int64 offsets, and the int32-checked accumulator bound.
+
+    ``cfg`` (conv sections): the file's config, for the length of the BSN field and the multipliers
+    ``M_c`` of a per-channel BSN / BSN mantissa ([I]; the bound is then that of ``acc * M_c + o_c``)."""
     fixed = S.MBIT_CONV.unpack_from(s.payload, 0)
-    _, table, payload = _split(s.payload, S.MBIT_CONV.size, fixed[5], fixed[2], fixed[6])
+    _, table, payload = _split(s.payload, S.MBIT_CONV.size, 1, _norm_field_bits(cfg, fixed[5], fixed[2]), fixed[6])
     coded = _coded(s.coder, IL.levels, IL.codes.size, table, payload, name)
     off = IL.offsets.astype(np.int64)
-    bound = int(np.abs(IL.codes.astype(np.int64)).reshape(IL.codes.shape[0], -1).sum(1).max()) * x_max
+    mult = np.broadcast_to(np.asarray(IL.mant, np.int64) + (1 << IL.mantissa_bits), off.shape)
+    bound = int((np.abs(IL.codes.astype(np.int64)).reshape(IL.codes.shape[0], -1).sum(1) * x_max * mult).max())
     bound += int(np.abs(off).max()) if off.size else 0
     if bound > INT32_MAX:
         raise ValueError(f"{name}: accumulator may reach {bound}, beyond int32")
@@ -252,10 +256,17 @@ def plan_model(src: str | os.PathLike | bytes | MbitFile, image_size: tuple[int,
             name = f"blocks.{s.index}"
             spec = cfg.layers[s.index]
             IL = decode_conv(s, cfg, cin)
-            coded, off, bound = _conv_data(s, IL, name, x_max)
-            rshift = IL.shift - cfg.act_bits
-            if not -28 <= rshift <= 31:
+            coded, off, bound = _conv_data(s, IL, name, x_max, cfg)
+            rs = np.asarray(IL.shift, np.int64) + IL.mantissa_bits - cfg.act_bits
+            if rs.min() < -28 or rs.max() > 31:
                 raise ValueError(f"{name}: BSN shift {IL.shift} out of the runtime's range ({cfg.act_bits - 28}..{cfg.act_bits + 31})")
+            if IL.per_channel or IL.mantissa_bits:  # [I] per-channel BSN: params o_c, M_c, rshift_c (runtime header)
+                cout = len(off)
+                mult = np.broadcast_to(np.asarray(IL.mant, np.int64) + (1 << IL.mantissa_bits), (cout,))
+                off = np.concatenate([off, mult, np.broadcast_to(rs, (cout,))])
+                rshift = RSHIFT_PER_CHANNEL
+            else:
+                rshift = int(rs)
             layers.append(CLayer(name, KIND_CONV, levels=IL.levels, kernel=spec.kernel, pool=spec.pool, rshift=rshift,
                                  cin=cin, cout=IL.codes.shape[0], groups=IL.groups, h=h, w=w, n_weights=IL.codes.size,
                                  params=off, max_abs_acc=bound, **coded))

@@ -3,6 +3,7 @@
  *   x0      = pixel - 128                                   (int8)
  *   acc     = sum W * x        (integer 'same' conv, groups, int32)
  *   u       = (acc + o_c) >> rshift   (<< -rshift if rshift < 0), floor
+ *             per-channel BSN ([I], rshift == MB_RSHIFT_PER_CHANNEL): (acc * M_c + o_c) >> rshift_c
  *   x_next  = clamp(u, 0, 2^act_bits - 1), then 2x2 max-pool (floor) if the layer has one
  *   logits  = W_head . sum_hw(x) + bias                     (int64)
  *   bit     = (conv1x1(x, W_code) + o_c >= 0)               (patch encoder code layer)
@@ -174,11 +175,14 @@ static void mb_conv(const mb_layer *L, const int8_t *in, int8_t *out) {
     const int32_t H = L->h, W = L->w, HW = H * W, k = L->kernel, p = k / 2;
     const int32_t cg = L->cin / L->groups, og = L->cout / L->groups, nw = cg * k * k;
     const int32_t *off = mb_params + L->param_off;
-    const int32_t rs = L->rshift;
+    /* per-channel BSN ([I] beyond the paper): params o_c[cout], M_c[cout], rshift_c[cout] */
+    const int32_t pc = L->rshift == MB_RSHIFT_PER_CHANNEL;
     int32_t co, ci, ky, kx, y, x;
     for (co = 0; co < L->cout; co++) {
         const int8_t *xg = in + (co / og) * cg * HW;
         const int32_t o = off[co];
+        const int32_t M = pc ? off[L->cout + co] : 1;
+        const int32_t rs = pc ? off[2 * L->cout + co] : L->rshift;
         mb_decode(mb_wbuf, (uint32_t)nw);
         memset(mb_acc, 0, (size_t)HW * sizeof(int32_t));
         for (ci = 0; ci < cg; ci++) {
@@ -204,7 +208,7 @@ static void mb_conv(const mb_layer *L, const int8_t *in, int8_t *out) {
             for (x = 0; x < HW; x++) dst[x] = (int8_t)(mb_acc[x] + o >= 0);
         } else if (!L->pool) {
             int8_t *dst = out + co * HW;
-            for (x = 0; x < HW; x++) dst[x] = mb_act(mb_acc[x] + o, rs);
+            for (x = 0; x < HW; x++) dst[x] = mb_act(mb_acc[x] * M + o, rs);
         } else {
             /* act is monotone, so max-pool the accumulators and apply it once */
             const int32_t Ho = H / 2, Wo = W / 2;
@@ -216,7 +220,7 @@ static void mb_conv(const mb_layer *L, const int8_t *in, int8_t *out) {
                     if (a[1] > m) m = a[1];
                     if (a[W] > m) m = a[W];
                     if (a[W + 1] > m) m = a[W + 1];
-                    dst[y * Wo + x] = mb_act(m + o, rs);
+                    dst[y * Wo + x] = mb_act(m * M + o, rs); /* M > 0: still monotone */
                 }
         }
     }

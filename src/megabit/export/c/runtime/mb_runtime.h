@@ -12,6 +12,7 @@
 /* layer kinds (descriptor field `kind`) */
 #define MB_KIND_CONV 1u /* conv (groups, odd k, 'same') + BSN shift + HWMSB clamp (+ 2x2 max-pool) */
 #define MB_KIND_HEAD 2u /* sum-pool over H,W + integer linear layer + bias -> int64 logits */
+#define MB_RSHIFT_PER_CHANNEL (-128) /* [I] per-channel BSN scale, see mb_layer.rshift */
 #define MB_KIND_CODE 3u /* patch encoder output: 1x1 conv + offset, bit = (acc + o_c >= 0) */
 
 /* weight coders: the same ids as the `coder` byte of a .mbit section */
@@ -38,7 +39,8 @@ typedef struct {
     uint8_t levels;    /* weight levels n: symbol s -> code s - n/2 (odd n), 2s - (n-1) (even n) */
     uint8_t kernel;    /* odd kernel size k (1 for the head) */
     uint8_t pool;      /* 1: 2x2 max-pool (floor) after the activation */
-    int8_t rshift;     /* BSN shift minus activation bits: u = (acc + off) >> rshift (<< -rshift if < 0) */
+    int8_t rshift;     /* BSN shift minus activation bits: u = (acc + off) >> rshift (<< -rshift if < 0);
+                          MB_RSHIFT_PER_CHANNEL: params hold o_c, M_c, rshift_c (u = (acc * M_c + o_c) >> rshift_c) */
     uint8_t code_bits; /* tANS: table_log; raw: bits per weight */
     uint8_t n_freqs;   /* tANS alphabet size (length of the frequency table) */
     uint16_t cin, cout, groups; /* head: cin = features, cout = classes, groups = 1 */
