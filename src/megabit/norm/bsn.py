@@ -34,7 +34,7 @@ scale is ``(1 + m/2^B) * 2^-k``:
     y = (acc * M + o_c) * 2^-(k + B),  M = 2^B + m   (integer path: u = (acc * M + o_c) >> (k + B - 2))
 
 ``M`` has at most B + 1 bits: a shift-and-add per output, no multiplier array. Stored: ``shift_bits + B``
-bits per layer (or per channel). Measured on a trained BN-phase model (recipes/nqe_bsn_mantissa.py): the
+bits per layer (or per channel). Measured on a trained BN-phase model (recipes/nqe_bsn_scale.py): the
 channel scale with one mantissa bit makes the fitted conversion lossless where the layer-shared shift
 lost a point.
 
@@ -45,8 +45,6 @@ tensor([ 1.0000,  0.0000, -1.0000,  0.5000], grad_fn=<ViewBackward0>)
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 from torch import nn
@@ -94,10 +92,6 @@ class BitShiftNorm(nn.Module):
     def total_shift(self) -> torch.Tensor:
         """``k + mantissa_bits``: the right shift applied after ``acc * M + o``."""
         return self.shift + self.mantissa_bits
-
-    def scale_values(self) -> tuple[list[int], list[int]]:
-        """Stored (shift, mantissa) values: one pair per layer, or one per channel."""
-        return self.shift.reshape(-1).tolist(), self.mant.reshape(-1).tolist()
 
     def set_scale(self, shift, mant=0) -> None:
         """Set the stored shift(s) and mantissa(s) (ints or per-channel sequences), range-checked."""
