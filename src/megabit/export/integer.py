@@ -45,6 +45,11 @@ class IntLayer:
         return np.ndim(self.shift) > 0
 
     @property
+    def multipliers(self) -> np.ndarray:
+        """``M_c = 2^B + m_c`` per output channel (all 1 for the paper's BSN), int64 [Cout]."""
+        return np.broadcast_to(np.asarray(self.mant, np.int64) + (1 << self.mantissa_bits), self.offsets.shape)
+
+    @property
     def kernel(self) -> int:
         return int(self.codes.shape[-1])
 
@@ -86,8 +91,7 @@ def apply_int_layer(a: torch.Tensor, L: IntLayer, act_bits: int) -> torch.Tensor
     """One integer conv block: conv, + offset, shift, clamp to the HWMSB codes, optional 2x2 max-pool."""
     acc = _int_conv(a, torch.from_numpy(L.codes).to(torch.int32), L.groups)
     if L.mantissa_bits:  # acc * M, M = 2^B + m: a shift-and-add
-        m = torch.as_tensor(np.asarray(L.mant) + (1 << L.mantissa_bits), dtype=torch.int32)
-        acc = acc * (m.reshape(1, -1, 1, 1) if m.ndim else m)
+        acc = acc * torch.as_tensor(L.multipliers, dtype=torch.int32).reshape(1, -1, 1, 1)
     acc = acc + torch.from_numpy(L.offsets).to(torch.int32).reshape(1, -1, 1, 1)
     if L.per_channel:
         s = torch.as_tensor(np.asarray(L.shift) + L.mantissa_bits - act_bits, dtype=torch.int32).reshape(1, -1, 1, 1)

@@ -228,8 +228,7 @@ def _conv_data(s, IL, name: str, x_max: int, cfg: NQEConfig | None = None) -> tu
     _, table, payload = _split(s.payload, S.MBIT_CONV.size, 1, _norm_field_bits(cfg, fixed[5], fixed[2]), fixed[6])
     coded = _coded(s.coder, IL.levels, IL.codes.size, table, payload, name)
     off = IL.offsets.astype(np.int64)
-    mult = np.broadcast_to(np.asarray(IL.mant, np.int64) + (1 << IL.mantissa_bits), off.shape)
-    bound = int((np.abs(IL.codes.astype(np.int64)).reshape(IL.codes.shape[0], -1).sum(1) * x_max * mult).max())
+    bound = int((np.abs(IL.codes.astype(np.int64)).reshape(IL.codes.shape[0], -1).sum(1) * x_max * IL.multipliers).max())
     bound += int(np.abs(off).max()) if off.size else 0
     if bound > INT32_MAX:
         raise ValueError(f"{name}: accumulator may reach {bound}, beyond int32")
@@ -261,9 +260,7 @@ def plan_model(src: str | os.PathLike | bytes | MbitFile, image_size: tuple[int,
             if rs.min() < -28 or rs.max() > 31:
                 raise ValueError(f"{name}: BSN shift {IL.shift} out of the runtime's range ({cfg.act_bits - 28}..{cfg.act_bits + 31})")
             if IL.per_channel or IL.mantissa_bits:  # [I] per-channel BSN: params o_c, M_c, rshift_c (runtime header)
-                cout = len(off)
-                mult = np.broadcast_to(np.asarray(IL.mant, np.int64) + (1 << IL.mantissa_bits), (cout,))
-                off = np.concatenate([off, mult, np.broadcast_to(rs, (cout,))])
+                off = np.concatenate([off, IL.multipliers, np.broadcast_to(rs, off.shape)])
                 rshift = RSHIFT_PER_CHANNEL
             else:
                 rshift = int(rs)
