@@ -47,7 +47,7 @@ class IntLayer:
     @property
     def multipliers(self) -> np.ndarray:
         """``M_c = 2^B + m_c`` per output channel (all 1 for the paper's BSN), int64 [Cout]."""
-        return np.broadcast_to(np.asarray(self.mant, np.int64) + (1 << self.mantissa_bits), self.offsets.shape)
+        return np.broadcast_to(np.asarray(self.mant, np.int64) + (1 << self.mantissa_bits), self.offsets.shape).copy()
 
     @property
     def kernel(self) -> int:
