@@ -37,7 +37,7 @@ from megabit.data import load_cifar10
 from megabit.export import IntegerNQE
 from megabit.export.c import compile_c, export_c, find_cc, object_sizes
 from megabit.fmt.mbit import encode_mbit, mbit_to_integer, mbit_to_model, read_mbit
-from megabit.hub import bundled_classifier_path, sample_cifar_path
+from megabit.hub import DEFAULT_CLASSIFIER, bundled_classifier_path, sample_cifar_path
 
 
 def _cpu_model() -> str:
@@ -123,7 +123,7 @@ def bench_encoder(name: str, trials: int, tmp: Path) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default="nqe-1mbit", help="bundled name or .mbit path")
+    ap.add_argument("--model", default=DEFAULT_CLASSIFIER, help="bundled name or .mbit path")
     ap.add_argument("--encoder", default="codec-nested", help="bundled codec whose patch encoder is timed ('' to skip)")
     ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--trials", type=int, default=3)

@@ -24,13 +24,13 @@ import torch
 from megabit.data import load_cifar10
 from megabit.export.streaming import peak_memory
 from megabit.fmt.mbit import encode_mbit, mbit_to_integer, read_mbit
-from megabit.hub import bundled_classifier_path, sample_cifar_path
+from megabit.hub import DEFAULT_CLASSIFIER, bundled_classifier_path, sample_cifar_path
 from megabit.utils import atomic_write_text
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="nqe-1mbit")
+    ap.add_argument("--model", default=DEFAULT_CLASSIFIER)
     ap.add_argument("--coders", nargs="+", default=["tans", "rans", "raw"])
     ap.add_argument("--n", type=int, default=64)
     ap.add_argument("--trials", type=int, default=3)

@@ -136,6 +136,19 @@ PRESETS: dict[str, NQEConfig] = {
         ),
         head_levels=5,
     ),
+    # [I] both: nqe-1mbit-ans's widths (fits only tANS-coded) with nqe-1mbit-hr's pool positions.
+    "nqe-1mbit-ans-hr": NQEConfig(
+        name="nqe-1mbit-ans-hr",
+        layers=(
+            LayerSpec(64, levels=5),
+            LayerSpec(140, levels=3, pool=True),
+            LayerSpec(140, levels=3, groups=2, pool=True),
+            LayerSpec(264, levels=2),
+            LayerSpec(264, levels=2, groups=2, pool=True),
+            LayerSpec(264, levels=2, groups=8),
+        ),
+        head_levels=5,
+    ),
     # a small preset for tests and smoke runs
     "nqe-tiny": NQEConfig(
         name="nqe-tiny",
