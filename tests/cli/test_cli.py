@@ -24,6 +24,24 @@ def test_budget_json(capsys):
     assert rc == 0 and t["total_bits"] <= 1 << 20 and t["fits"]
 
 
+def test_budget_of_a_preset_names_its_bundled_file(capsys):
+    """A preset's table is its architecture; the trained model bundled under the name (per-channel BSN
+    scales for nqe-1mbit-hr) is reported next to it with its file's exact bits."""
+    from megabit.hub import DEFAULT_CLASSIFIER, bundled_classifier_path
+
+    path = bundled_classifier_path(DEFAULT_CLASSIFIER)
+    if path is None:
+        pytest.skip("no bundled default")
+    rc, out, _ = run(capsys, "budget", DEFAULT_CLASSIFIER, "--json")
+    t = json.loads(out)
+    b = t["bundled"]
+    assert rc == 0 and b["total_bits"] == 8 * path.stat().st_size == 8 * b["file_bytes"] <= 1 << 20
+    rc, out, _ = run(capsys, "budget", b["path"], "--json")
+    assert rc == 0 and json.loads(out)["raw_total_bits"] == b["raw_total_bits"] >= t["total_bits"]
+    rc, out, _ = run(capsys, "budget", "nqe-tiny", "--json")
+    assert rc == 0 and "bundled" not in json.loads(out)
+
+
 def test_budget_coded_estimate_predicts_the_packed_file(capsys):
     """--coder: a preset's .mbit size before training; HEQ levels are equiprobable, so it predicts the
     trained, bundled file to well under 1 %, and the wider preset fits 2^20 only when entropy-coded."""

@@ -31,6 +31,22 @@ def format_table(t: dict) -> str:
     return "\n".join(lines)
 
 
+def _bundled_of(name: str) -> dict:
+    """A preset's table is its architecture; the trained model bundled under its name may store more
+    (e.g. per-channel BSN scales), so its packed file's bits are reported next to it."""
+    from megabit.export import budget_table
+    from megabit.fmt.mbit import inspect_mbit, read_mbit
+    from megabit.hub import bundled_classifier_path
+
+    p = bundled_classifier_path(name)
+    if p is None:
+        return {}
+    f = read_mbit(p)
+    ins = inspect_mbit(f)
+    return {"bundled": {"file": p.name, "path": str(p), "total_bits": ins["total_bits"], "file_bytes": ins["file_bytes"],
+                        "raw_total_bits": budget_table(f.config)["total_bits"]}}
+
+
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     from megabit.export import budget_table
@@ -45,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             from megabit.fmt.mbit import coded_size_estimate
 
             t["coded_estimate"] = coded_size_estimate(PRESETS[a.model], a.coder)
+        t.update(_bundled_of(a.model))
     elif a.coder:
         raise ValueError("--coder estimates the packed size of a preset; for a trained model run `megabit pack` "
                          "and `megabit inspect`")
@@ -92,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
             e = t["coded_estimate"]
             print(f"packed with {e['coder']} (estimate: {e['estimate']}): {e['total_bits']:,} bits = "
                   f"{100 * e['total_bits'] / t['limit_bits']:.1f}% of 2^20 -> {'fits' if e['fits'] else 'DOES NOT FIT'}")
+        if "bundled" in t:
+            b = t["bundled"]
+            print(f"bundled trained model {b['file']}: {b['total_bits']:,} bits packed = {100 * b['total_bits'] / t['limit_bits']:.1f}% "
+                  f"of 2^20 (raw bit-packing {b['raw_total_bits']:,}; its own table: `megabit budget {b['path']}`)")
         if "file_bytes" in t:
             print(f"packed file: {t['file_bytes']:,} bytes = {t['total_bits']:,} bits (raw bit-packing would be {t['raw_total_bits']:,})")
     return 0
