@@ -124,7 +124,7 @@ class CModel:
         return self.layers[-1]
 
 
-RSHIFT_PER_CHANNEL = -128  # descriptor rshift: the layer's params are o_c, M_c, rshift_c (mb_runtime.h)
+RSHIFT_PER_CHANNEL = -128  # descriptor rshift: the layer's params are o_c, then M_c << 8 | (rshift_c + 128) (mb_runtime.h)
 
 
 def check_exportable(cfg: NQEConfig, image_size: tuple[int, int] = (32, 32), encoder: bool = False) -> None:
@@ -259,8 +259,8 @@ def plan_model(src: str | os.PathLike | bytes | MbitFile, image_size: tuple[int,
             rs = np.asarray(IL.shift, np.int64) + IL.mantissa_bits - cfg.act_bits
             if rs.min() < -28 or rs.max() > 31:
                 raise ValueError(f"{name}: BSN shift {IL.shift} out of the runtime's range ({cfg.act_bits - 28}..{cfg.act_bits + 31})")
-            if IL.per_channel or IL.mantissa_bits:  # [I] per-channel BSN: params o_c, M_c, rshift_c (runtime header)
-                off = np.concatenate([off, IL.multipliers, np.broadcast_to(rs, off.shape)])
+            if IL.per_channel or IL.mantissa_bits:  # [I] per-channel BSN: params o_c, then M_c and rshift_c in one word
+                off = np.concatenate([off, (IL.multipliers.astype(np.int64) << 8) | (np.broadcast_to(rs, off.shape) + 128)])
                 rshift = RSHIFT_PER_CHANNEL
             else:
                 rshift = int(rs)

@@ -3,7 +3,8 @@
  *   x0      = pixel - 128                                   (int8)
  *   acc     = sum W * x        (integer 'same' conv, groups, int32)
  *   u       = (acc + o_c) >> rshift   (<< -rshift if rshift < 0), floor
- *             per-channel BSN ([I], rshift == MB_RSHIFT_PER_CHANNEL): (acc * M_c + o_c) >> rshift_c
+ *             per-channel BSN ([I], rshift == MB_RSHIFT_PER_CHANNEL): (acc * M_c + o_c) >> rshift_c,
+ *             M_c and rshift_c stored in one word: M_c << 8 | (rshift_c + 128)
  *   x_next  = clamp(u, 0, 2^act_bits - 1), then 2x2 max-pool (floor) if the layer has one
  *   logits  = W_head . sum_hw(x) + bias                     (int64)
  *   bit     = (conv1x1(x, W_code) + o_c >= 0)               (patch encoder code layer)
@@ -175,14 +176,15 @@ static void mb_conv(const mb_layer *L, const int8_t *in, int8_t *out) {
     const int32_t H = L->h, W = L->w, HW = H * W, k = L->kernel, p = k / 2;
     const int32_t cg = L->cin / L->groups, og = L->cout / L->groups, nw = cg * k * k;
     const int32_t *off = mb_params + L->param_off;
-    /* per-channel BSN ([I] beyond the paper): params o_c[cout], M_c[cout], rshift_c[cout] */
+    /* per-channel BSN ([I] beyond the paper): params o_c[cout], then (M_c << 8 | (rshift_c + 128))[cout] */
     const int32_t pc = L->rshift == MB_RSHIFT_PER_CHANNEL;
     int32_t co, ci, ky, kx, y, x;
     for (co = 0; co < L->cout; co++) {
         const int8_t *xg = in + (co / og) * cg * HW;
         const int32_t o = off[co];
-        const int32_t M = pc ? off[L->cout + co] : 1;
-        const int32_t rs = pc ? off[2 * L->cout + co] : L->rshift;
+        const int32_t Mrs = pc ? off[L->cout + co] : 0;
+        const int32_t M = pc ? (Mrs >> 8) : 1;
+        const int32_t rs = pc ? (Mrs & 0xff) - 128 : L->rshift;
         mb_decode(mb_wbuf, (uint32_t)nw);
         memset(mb_acc, 0, (size_t)HW * sizeof(int32_t));
         for (ci = 0; ci < cg; ci++) {

@@ -40,7 +40,8 @@ typedef struct {
     uint8_t kernel;    /* odd kernel size k (1 for the head) */
     uint8_t pool;      /* 1: 2x2 max-pool (floor) after the activation */
     int8_t rshift;     /* BSN shift minus activation bits: u = (acc + off) >> rshift (<< -rshift if < 0);
-                          MB_RSHIFT_PER_CHANNEL: params hold o_c, M_c, rshift_c (u = (acc * M_c + o_c) >> rshift_c) */
+                          MB_RSHIFT_PER_CHANNEL: params hold o_c[cout], then M_c << 8 | (rshift_c + 128)
+                          for each channel (u = (acc * M_c + o_c) >> rshift_c) */
     uint8_t code_bits; /* tANS: table_log; raw: bits per weight */
     uint8_t n_freqs;   /* tANS alphabet size (length of the frequency table) */
     uint16_t cin, cout, groups; /* head: cin = features, cout = classes, groups = 1 */
