@@ -271,6 +271,27 @@ def test_bundled_model_on_cifar10(tmp_path):
     assert mm["budget"]["coded_weight_bits"] <= 1 << 20
 
 
+def test_params_are_int16_only_when_every_value_fits():
+    from megabit.export.c.memory import Layout
+
+    assert Layout("ram", params=[-(1 << 15), (1 << 15) - 1]).param_bytes == 2
+    assert Layout("ram", params=[1 << 15]).param_bytes == 4 and Layout("ram", params=[-(1 << 15) - 1]).param_bytes == 4
+    assert Layout("ram").param_bytes == 2
+
+
+@pytest.mark.cc
+@needs_cc
+def test_c_int32_params_are_bit_exact(net, tmp_path, monkeypatch):
+    """A model whose params need int32 (forced here) compiles to int32 mb_params and the same logits."""
+    from megabit.export.c.memory import Layout
+
+    monkeypatch.setattr(Layout, "param_bytes", property(lambda self: 4))
+    mm = _check_exact(net, encode_mbit(net, coder="tans"), tmp_path / "c", _images(50))
+    assert "typedef int32_t mb_param_t;" in (tmp_path / "c" / "model.h").read_text()
+    n = sum(L.cout for L in plan_model(encode_mbit(net, coder="tans")).layers)
+    assert mm["flash"]["data"]["params"] == 4 * n
+
+
 # --- the patch encoder --------------------------------------------------------------------------
 def _patches_of_demo_image(n: int) -> np.ndarray:
     from PIL import Image
@@ -367,5 +388,6 @@ def test_c_per_channel_bsn_is_bit_exact(tmp_path, bsn):
     assert all(L.rshift == -128 for L in plan.layers if L.kind == 1)
     n_channels = sum(L.cout for L in plan.layers if L.kind == 1)
     n_bias = sum(L.cout for L in plan.layers if L.kind != 1)
-    # o_c, then M_c << 8 | (rshift_c + 128): two int32 words per channel, plus the head's biases
-    assert mm["flash"]["data"]["params"] == 4 * (2 * n_channels + n_bias)
+    # o_c, then M_c << 8 | (rshift_c + 128): two words per channel, plus the head's biases; int16 words
+    # here (every value fits), which the compiled run above read correctly
+    assert mm["flash"]["data"]["params"] == 2 * (2 * n_channels + n_bias)

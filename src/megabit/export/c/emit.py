@@ -96,7 +96,10 @@ extern const mb_layer mb_layers[MB_N_LAYERS];
 extern const uint8_t mb_weight_data[];      /* coded weights of all layers */
 {lut_decl}
 extern const uint16_t mb_init_states[];     /* tANS initial decoder states */
-extern const int32_t mb_params[];           /* BSN offsets (conv, code), bias (head) */
+/* BSN offsets (conv, code), packed M_c/rshift_c words (per-channel BSN), bias (head): int16 when
+ * every value of this model fits, else int32 (chosen at export) */
+typedef int{8 * lay.param_bytes}_t mb_param_t;
+extern const mb_param_t mb_params[];
 
 #endif /* MB_MODEL_H */
 """
@@ -137,7 +140,7 @@ def render_model_c(m: CModel, lay: Layout) -> str:
     parts.append(f"const uint16_t mb_init_states[{max(len(lay.init_states), 1)}] = {{")
     parts.append(_array(lay.init_states or [0], "{}u", 16))
     parts.append("};\n")
-    parts.append(f"const int32_t mb_params[{max(len(lay.params), 1)}] = {{")
+    parts.append(f"const mb_param_t mb_params[{max(len(lay.params), 1)}] = {{")
     parts.append(_array([_int32(v) for v in (lay.params or [0])], "{}", 16))
     parts.append("};\n")
     parts.append("const mb_layer mb_layers[MB_N_LAYERS] = {")

@@ -57,6 +57,12 @@ class Layout:
     max_alphabet: int = 1
 
     @property
+    def param_bytes(self) -> int:
+        """2: every param (BSN offsets, packed multiplier/shift words, head biases) fits int16, so
+        ``mb_param_t`` is int16_t (the usual case: offsets and biases are stored in <= 16 bits); else 4."""
+        return 2 if all(-(1 << 15) <= v < (1 << 15) for v in self.params) else 4
+
+    @property
     def lut_entries(self) -> int:
         return sum(len(t) for t in self.luts)
 
@@ -111,7 +117,7 @@ def memory_map(m: CModel, lay: Layout) -> dict:
         "weights": _nonempty(len(lay.weight_data)),
         "decode_tables": (LUT_ENTRY_BYTES * _nonempty(lay.lut_entries)) if lay.lut_mode == "flash" else 2 * _nonempty(len(lay.freqs)),
         "tans_init_states": 2 * _nonempty(len(lay.init_states)),
-        "params": 4 * _nonempty(len(lay.params)),
+        "params": lay.param_bytes * _nonempty(len(lay.params)),
         "descriptors": DESCRIPTOR_BYTES * len(m.layers),
     }
     data_total = sum(flash_data.values())

@@ -175,7 +175,7 @@ static void mb_axpy(int32_t *restrict a, const int8_t *restrict s, int32_t w, in
 static void mb_conv(const mb_layer *L, const int8_t *in, int8_t *out) {
     const int32_t H = L->h, W = L->w, HW = H * W, k = L->kernel, p = k / 2;
     const int32_t cg = L->cin / L->groups, og = L->cout / L->groups, nw = cg * k * k;
-    const int32_t *off = mb_params + L->param_off;
+    const mb_param_t *off = mb_params + L->param_off;
     /* per-channel BSN ([I] beyond the paper): params o_c[cout], then (M_c << 8 | (rshift_c + 128))[cout] */
     const int32_t pc = L->rshift == MB_RSHIFT_PER_CHANNEL;
     int32_t co, ci, ky, kx, y, x;
@@ -231,7 +231,7 @@ static void mb_conv(const mb_layer *L, const int8_t *in, int8_t *out) {
 #if MB_NUM_CLASSES > 0
 static void mb_head(const mb_layer *L, const int8_t *in, int64_t *logits) {
     const int32_t HW = L->h * L->w, C = L->cin;
-    const int32_t *bias = mb_params + L->param_off;
+    const mb_param_t *bias = mb_params + L->param_off;
     int32_t c, j, i;
     for (c = 0; c < C; c++) {
         int32_t s = 0;
