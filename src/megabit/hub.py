@@ -13,7 +13,7 @@ __all__ = ["DEFAULT_CLASSIFIER", "asset_path", "bundled_classifier_path", "load_
 
 # The demo's and every command's default classifier: the most accurate bundled one. [I] nqe-1mbit-hr
 # (nqe-1mbit's weights and bits, first pool one layer later: 1.73x the multiply-adds, per-channel BSN
-# scales); `--model nqe-1mbit` selects the paper-style bundled model (layer-shared BSN, fewer MACs).
+# scales); the name `nqe-1mbit` selects the paper-style bundled model (layer-shared BSN, fewer MACs).
 DEFAULT_CLASSIFIER = "nqe-1mbit-hr"
 
 
