@@ -11,10 +11,11 @@ from .models.nqe import NQE, PRESETS
 __all__ = ["DEFAULT_CLASSIFIER", "asset_path", "bundled_classifier_path", "load_resnet", "resolve_classifier", "sample_cifar_path"]
 
 
-# The demo's and every command's default classifier: the most accurate bundled one. [I] nqe-1mbit-hr
-# (nqe-1mbit's weights and bits, first pool one layer later: 1.73x the multiply-adds, per-channel BSN
-# scales); the name `nqe-1mbit` selects the paper-style bundled model (layer-shared BSN, fewer MACs).
-DEFAULT_CLASSIFIER = "nqe-1mbit-hr"
+# The demo's and every command's default classifier: the most accurate bundled one. [I] nqe-1mbit-ans-hr
+# (~10 % wider than nqe-1mbit, fits 2^20 only tANS-coded; first pool one layer later; per-channel BSN
+# scales). Also bundled: nqe-1mbit-hr (fits raw-packed too) and nqe-1mbit (the paper-style layer-shared
+# BSN, the fewest multiply-adds).
+DEFAULT_CLASSIFIER = "nqe-1mbit-ans-hr"
 
 
 def asset_path(name: str) -> Path:

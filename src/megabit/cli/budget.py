@@ -31,6 +31,22 @@ def format_table(t: dict) -> str:
     return "\n".join(lines)
 
 
+def mbit_budget(f) -> dict:
+    """The budget table of a packed NQE classifier or patch encoder (an ``MbitFile``): per-layer rows as
+    raw bit-packing counts them, and as the total what the file occupies, every byte counted."""
+    from megabit.export import budget_table
+    from megabit.fmt.mbit import inspect_mbit
+    from megabit.models.patch_codec import budget as codec_budget
+
+    t = codec_budget(f.codec_config) if f.kind == "patch-encoder" else budget_table(f.config)
+    t["raw_total_bits"] = t["total_bits"]
+    t["raw_packed_bytes"] = t.pop("packed_bytes", None)  # the raw payload's size; the file's is file_bytes
+    ins = inspect_mbit(f)
+    t.update({"total_bits": ins["total_bits"], "file_bytes": ins["file_bytes"], "coded_weight_bits": ins["weight_bits"],
+              "fits": ins["fits"], "headroom_bits": (1 << 20) - ins["total_bits"]})
+    return t
+
+
 def _bundled_of(name: str) -> dict:
     """A preset's table is its architecture; the trained model bundled under its name may store more
     (e.g. per-channel BSN scales), so its packed file's bits are reported next to it."""
@@ -77,13 +93,8 @@ def main(argv: list[str] | None = None) -> int:
             from megabit.cli.inspect import _inspect_lic
 
             return _inspect_lic(a)
-        f = read_mbit(a.model)
-        t = codec_budget(f.codec_config) if f.kind == "patch-encoder" else budget_table(f.config)
-        t["raw_total_bits"] = t["total_bits"]
-        ins = inspect_mbit(f)
-        # a packed file: its budget is what it occupies, every byte counted
-        t.update({"source": a.model, "total_bits": ins["total_bits"], "file_bytes": ins["file_bytes"],
-                  "coded_weight_bits": ins["weight_bits"], "fits": ins["fits"], "headroom_bits": (1 << 20) - ins["total_bits"]})
+        t = mbit_budget(read_mbit(a.model))
+        t["source"] = a.model
     else:
         from megabit.codec.api import find_codec  # imported here: it is the slow import of this command
         from megabit.hub import load_resnet, resolve_classifier

@@ -20,18 +20,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
-    from megabit.cli.budget import format_table
+    from megabit.cli.budget import format_table, mbit_budget
     from megabit.data import CIFAR10_CLASSES, load_cifar10
     from megabit.export import IntegerNQE, budget_table
-    from megabit.hub import resolve_classifier, sample_cifar_path
+    from megabit.fmt.mbit import read_mbit
+    from megabit.hub import bundled_classifier_path, resolve_classifier, sample_cifar_path
     from megabit.train.classifier import predict_logits
 
     model, src = resolve_classifier(None)
     data = load_cifar10(sample_cifar_path(), "test")
     print(f"== megabit demo: 1-Mbit NQE classifier ({src})")
     print(f"   {len(data)} bundled CIFAR-10 test images (from the JPEG-q75 copy of CIFAR-10)\n")
-    t = budget_table(model.cfg)
-    print(format_table(t) + "\n")
+    path = bundled_classifier_path()
+    if path is not None:  # what the device stores: the packed file, every byte counted
+        t = mbit_budget(read_mbit(path))
+        print(format_table(t))
+        print(f"packed file {path.name}: {t['file_bytes']:,} bytes = {t['total_bits']:,} bits "
+              f"(rows: raw bit-packing, {t['raw_total_bits']:,} bits in all)\n")
+    else:
+        print(format_table(budget_table(model.cfg)) + "\n")
     logits = predict_logits(model, data.x, tta=True)
     pred = logits.argmax(1)
     acc = float((pred == data.y).float().mean())

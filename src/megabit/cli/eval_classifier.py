@@ -17,7 +17,7 @@ import time
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="megabit eval-classifier", description=__doc__)
     p.add_argument("model", nargs="?", default=None,
-                   help="bundled name, .mbit, .pt or run dir (default: bundled nqe-1mbit-hr); NQE or Table-I ResNet")
+                   help="bundled name, .mbit, .pt or run dir (default: bundled nqe-1mbit-ans-hr); NQE or Table-I ResNet")
     p.add_argument("--data-root", required=True, help="CIFAR-10 root (npz, python batches or image folder)")
     p.add_argument("--split", default="test", choices=["test", "train"])
     p.add_argument("--limit", type=int, default=None, help="evaluate a class-balanced slice of N images")

@@ -15,7 +15,7 @@ import json
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="megabit export-c", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", help="packed .mbit file or bundled name (nqe-1mbit-hr, nqe-1mbit, codec-nested)")
+    p.add_argument("model", help="packed .mbit file or bundled name (nqe-1mbit-ans-hr, nqe-1mbit-hr, nqe-1mbit, codec-nested)")
     p.add_argument("-o", "--output", required=True, help="output directory (created; files overwritten)")
     p.add_argument("--image-size", type=int, nargs=2, default=(32, 32), metavar=("H", "W"),
                    help="input height and width the static buffers are sized for (default 32 32)")
