@@ -5,6 +5,8 @@ integer-only path and reports how many predictions differ from the fake-quant mo
 also be a ResNet of the entropy-coded-weights study (``recipes/resnet_table1.py`` model.pt, its run
 dir, or its packed ``.mbit``); its ``total_bits`` is the packed file's size (for a model.pt: the
 file ``megabit pack`` would write, tANS). The study's accuracies are without TTA (``--no-tta``).
+For an NQE ``.mbit`` (or a bundled name) ``total_bits`` is likewise the file's size and
+``raw_total_bits`` the raw bit-packing count; for a model.pt, the raw count.
 """
 
 from __future__ import annotations
@@ -12,6 +14,20 @@ from __future__ import annotations
 import argparse
 import json
 import time
+
+
+def _packed_file(spec):
+    """The .mbit file a MODEL argument names (a path or a bundled name), else None (a .pt, a run dir)."""
+    from pathlib import Path
+
+    from megabit.fmt.mbit import is_mbit
+    from megabit.hub import DEFAULT_CLASSIFIER, bundled_classifier_path
+    from megabit.models.nqe import PRESETS
+
+    s = DEFAULT_CLASSIFIER if spec is None else str(spec)
+    if s in PRESETS and not Path(s).exists():
+        return bundled_classifier_path(s)
+    return Path(s) if Path(s).is_file() and is_mbit(s) else None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         model, src = resolve_classifier(a.model)
         extra = {"kind": "nqe", "total_bits": budget_table(model.cfg)["total_bits"], "norm": model.cfg.norm}
+        if (packed := _packed_file(a.model)) is not None:  # a .mbit or a bundled one: the file is the budget
+            extra.update(raw_total_bits=extra["total_bits"], total_bits=8 * packed.stat().st_size)
     tta = 0 if a.no_tta else a.tta
     t0 = time.time()
     r = evaluate(model, data, tta=tta)
