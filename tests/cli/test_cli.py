@@ -85,13 +85,16 @@ def test_pack_inspect_eval_roundtrip(capsys, tmp_path, cifar_root):
         assert ins["total_bits"] == 8 * out_f.stat().st_size and "bits_per_weight" in ins
         rc, out, _ = run(capsys, "budget", str(out_f), "--json")
         assert json.loads(out)["total_bits"] == 8 * out_f.stat().st_size
-    accs = []
+    accs, bits = [], []
     for path in (tmp_path / "m.pt", tmp_path / "m-tans.mbit"):
         rc, out, _ = run(capsys, "eval-classifier", str(path), "--data-root", str(cifar_root), "--json", "--integer")
         r = json.loads(out)
         assert rc == 0 and r["integer_mismatches"] == 0
         accs.append(r["accuracy"])
+        bits.append((r["total_bits"], r.get("raw_total_bits")))
     assert accs[0] == accs[1]  # a packed file evaluates exactly like the unpacked model
+    # a .pt reports its raw budget; its .mbit the file's size, and the same raw count next to it
+    assert bits[1] == (8 * (tmp_path / "m-tans.mbit").stat().st_size, bits[0][0]) and bits[0][1] is None
 
 
 @pytest.mark.skipif(bundled_classifier_path() is None, reason="no bundled model")

@@ -50,17 +50,14 @@ def mbit_budget(f) -> dict:
 def _bundled_of(name: str) -> dict:
     """A preset's table is its architecture; the trained model bundled under its name may store more
     (e.g. per-channel BSN scales), so its packed file's bits are reported next to it."""
-    from megabit.export import budget_table
-    from megabit.fmt.mbit import inspect_mbit, read_mbit
+    from megabit.fmt.mbit import read_mbit
     from megabit.hub import bundled_classifier_path
 
     p = bundled_classifier_path(name)
     if p is None:
         return {}
-    f = read_mbit(p)
-    ins = inspect_mbit(f)
-    return {"bundled": {"file": p.name, "path": str(p), "total_bits": ins["total_bits"], "file_bytes": ins["file_bytes"],
-                        "raw_total_bits": budget_table(f.config)["total_bits"]}}
+    t = mbit_budget(read_mbit(p))
+    return {"bundled": {"file": p.name, "path": str(p), **{k: t[k] for k in ("total_bits", "file_bytes", "raw_total_bits")}}}
 
 
 def main(argv: list[str] | None = None) -> int:
