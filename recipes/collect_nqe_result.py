@@ -37,7 +37,10 @@ doc = {
     "command": a.command or f"python recipes/nqe_1mbit.py --data-root ../shared/data/cifar10-jpeg-q75 --out {run}",
     "note": a.note,
     "data": "CIFAR-10, JPEG-q75 copy (shared/data/cifar10-jpeg-q75): 50k train / full 10k test",
-    "test_accuracy": res["accuracy"], "test_accuracy_note": "BSN model, integer-exact, horizontal-flip TTA",
+    "test_accuracy": res["accuracy"],
+    "test_accuracy_note": ("BSN model, integer-exact, horizontal-flip TTA" if cfg["train"]["epochs_bsn"] > 0 else
+                           "BN-mode model (the run had no BSN phase: convert it, e.g. recipes/nqe_bsn_scale.py, "
+                           "and evaluate the converted model), horizontal-flip TTA"),
     "per_class": res["per_class"], "total_bits": t["total_bits"], "limit_bits": 1 << 20,
     "epochs": res["epochs"], "epochs_bn": cfg["train"]["epochs_bn"], "epochs_bsn": cfg["train"]["epochs_bsn"],
     "train_wall_s": res["train_wall_s"], "accuracy_end_of_bn_phase": bn_acc,
