@@ -60,6 +60,20 @@ def bsn_scale_count(cfg: NQEConfig, channels: int) -> int:
     return channels if cfg.bsn_granularity == "channel" else 1
 
 
+def write_scales(w: "_BitWriter", L, n: int, shift_bits: int, mantissa_bits: int) -> None:
+    """A BSN layer's ``n`` shifts (``shift_bits`` each), then, with a mantissa, its ``n`` mantissas."""
+    w.write(np.broadcast_to(np.asarray(L.shift, np.int64), (n,)).copy(), shift_bits)
+    if mantissa_bits:
+        w.write(np.broadcast_to(np.asarray(L.mant, np.int64), (n,)).copy(), mantissa_bits)
+
+
+def read_scales(r: "_BitReader", n: int, shift_bits: int, mantissa_bits: int):
+    """The inverse of :func:`write_scales`: (shift, mant), ints when ``n == 1``, else int64 arrays."""
+    shift = r.read(n, shift_bits)
+    mant = r.read(n, mantissa_bits) if mantissa_bits else np.zeros(n, np.int64)
+    return (int(shift[0]), int(mant[0])) if n == 1 else (shift, mant)
+
+
 def budget(cfg: NQEConfig) -> list[BudgetRow]:
     """Per-layer stored bits of the deployed (BSN, integer) form of a config."""
     rows, cin = [], cfg.in_channels
@@ -141,10 +155,7 @@ def pack_model(net: IntegerNQE) -> tuple[bytes, int]:
     cfg, w = net.cfg, _BitWriter()
     for L in net.layers:
         w.write(_codes_to_index(L.codes, L.levels), bits_per_code(L.levels))
-        n = bsn_scale_count(cfg, len(L.offsets))
-        w.write(np.broadcast_to(np.asarray(L.shift, dtype=np.int64), (n,)).copy(), cfg.shift_bits)
-        if cfg.bsn_mantissa_bits:
-            w.write(np.broadcast_to(np.asarray(L.mant, dtype=np.int64), (n,)).copy(), cfg.bsn_mantissa_bits)
+        write_scales(w, L, bsn_scale_count(cfg, len(L.offsets)), cfg.shift_bits, cfg.bsn_mantissa_bits)
         w.write(L.offsets, cfg.offset_bits, signed=True)
     w.write(_codes_to_index(net.head.codes, net.head.levels), bits_per_code(net.head.levels))
     w.write(net.head.bias, cfg.head_bias_bits, signed=True)
@@ -167,11 +178,7 @@ def unpack_model(cfg: NQEConfig, data: bytes) -> IntegerNQE:
         if idx.max(initial=0) >= len(cr):
             raise ValueError("packed weights hold an index outside the level grid")
         codes = cr[idx].reshape(shape).astype(np.int8)
-        n = bsn_scale_count(cfg, L.out)
-        shift = r.read(n, cfg.shift_bits)
-        mant = r.read(n, cfg.bsn_mantissa_bits) if cfg.bsn_mantissa_bits else np.zeros(n, np.int64)
-        if n == 1:
-            shift, mant = int(shift[0]), int(mant[0])
+        shift, mant = read_scales(r, bsn_scale_count(cfg, L.out), cfg.shift_bits, cfg.bsn_mantissa_bits)
         offs = r.read(L.out, cfg.offset_bits, signed=True)
         layers.append(IntLayer(codes, L.levels, L.groups, L.pool, shift, offs, mant, cfg.bsn_mantissa_bits))
         cin = L.out

@@ -37,7 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..export.bitpack import MBIT, _BitReader, _BitWriter, _codes_to_index, pack_bits, unpack_bits
+from ..export.bitpack import (MBIT, _BitReader, _BitWriter, _codes_to_index, bsn_scale_count, pack_bits, read_scales,
+                              unpack_bits, write_scales)
 from ..export.integer import IntegerNQE, IntegerPatchEncoder, IntHead, IntLayer
 from ..models.nqe import NQE, NQEConfig
 from ..quant.weight import bits_per_code, code_range
@@ -108,7 +109,7 @@ def _scale_fields(cfg: NQEConfig | None, out: int) -> tuple[int, int, int]:
     """(n, shift_bits, mantissa_bits) of the BSN scales stored after the offsets; n = 0: none (the paper's BSN)."""
     if cfg is None or (cfg.bsn_granularity == "layer" and not cfg.bsn_mantissa_bits):
         return 0, 0, 0
-    return (out if cfg.bsn_granularity == "channel" else 1), cfg.shift_bits, cfg.bsn_mantissa_bits
+    return bsn_scale_count(cfg, out), cfg.shift_bits, cfg.bsn_mantissa_bits
 
 
 def _norm_field_bits(cfg: NQEConfig | None, out: int, obits: int) -> int:
@@ -125,9 +126,7 @@ def _conv_section(tag: int, index: int, L: IntLayer, offset_bits: int, coder: st
     w = _BitWriter()
     w.write(L.offsets, offset_bits, signed=True)
     if n:
-        w.write(np.broadcast_to(np.asarray(L.shift, np.int64), (n,)).copy(), sb)
-        if mb:
-            w.write(np.broadcast_to(np.asarray(L.mant, np.int64), (n,)).copy(), mb)
+        write_scales(w, L, n, sb, mb)
     return Section(tag, cid, index, fixed + pack_bits(w.bits()) + table + payload)
 
 
@@ -384,9 +383,7 @@ def decode_conv(sec: Section, cfg: NQEConfig, cin: int, codec_config=None) -> In
     ns, sb, mb = _scale_fields(cfg_scales, out)
     mant = 0
     if ns:
-        shifts = r.read(ns, sb)
-        mants = r.read(ns, mb) if mb else np.zeros(ns, np.int64)
-        shift, mant = (shifts, mants) if ns > 1 else (int(shifts[0]), int(mants[0]))
+        shift, mant = read_scales(r, ns, sb, mb)
     try:
         codes = _decode_weights(sec.coder, levels, n, table, payload)
     except MbitError:

@@ -95,10 +95,8 @@ class BitShiftNorm(nn.Module):
 
     def set_scale(self, shift, mant=0) -> None:
         """Set the stored shift(s) and mantissa(s) (ints or per-channel sequences), range-checked."""
-        k = torch.as_tensor(shift, dtype=torch.int64).expand(self.shift.shape) if torch.as_tensor(shift).ndim == 0 \
-            else torch.as_tensor(shift, dtype=torch.int64).reshape(self.shift.shape)
-        m = torch.as_tensor(mant, dtype=torch.int64).expand(self.mant.shape) if torch.as_tensor(mant).ndim == 0 \
-            else torch.as_tensor(mant, dtype=torch.int64).reshape(self.mant.shape)
+        k = torch.as_tensor(shift, dtype=torch.int64).reshape(-1).expand(self.shift.numel()).reshape(self.shift.shape)
+        m = torch.as_tensor(mant, dtype=torch.int64).reshape(-1).expand(self.mant.numel()).reshape(self.mant.shape)
         if int(k.min()) < 0 or int(k.max()) >= 1 << self.shift_bits:
             raise ValueError(f"shift out of the {self.shift_bits}-bit range")
         if int(m.min()) < 0 or int(m.max()) >= 1 << self.mantissa_bits:
