@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from pathlib import Path
 
 import torch
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_save", "use_bf16", "resolve_device"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_save", "use_bf16", "resolve_device",
+           "quiet_item_graph_break"]
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -90,3 +92,23 @@ def resolve_device(requested: str | None = "auto") -> torch.device:
     elif dev.type != "cpu":
         raise ValueError(f"unsupported device {requested!r} (use auto, cpu, cuda or cuda:N)")
     return dev
+
+
+class _DropItemGraphBreak(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Graph break from `Tensor.item()`")
+
+
+_ITEM_FILTER = _DropItemGraphBreak()
+
+
+def quiet_item_graph_break() -> None:
+    """Drop torch.compile's ~30-line "Graph break from `Tensor.item()`" hint (idempotent).
+
+    The weight quantizers read their ``initialized`` flag with ``bool()``: a known, measured graph
+    break (a branch-free version compiles to one graph but trained slower, docs/LOG.md session 28).
+    Other dynamo warnings still print.
+    """
+    lg = logging.getLogger("torch._dynamo.variables.tensor")
+    if _ITEM_FILTER not in lg.filters:
+        lg.addFilter(_ITEM_FILTER)

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from ..data.cifar import Split, batches, random_crop_flip, tta_views
 from ..models.nqe import NQE, NQEConfig, get_preset
-from ..utils import atomic_save, atomic_write_text, resolve_device, use_bf16
+from ..utils import atomic_save, atomic_write_text, quiet_item_graph_break, resolve_device, use_bf16
 
 __all__ = ["TrainConfig", "train_classifier", "evaluate", "load_classifier", "load_teacher", "save_classifier", "distillation_loss",
            "init_for_finetune", "fit_head_temperature"]
@@ -465,6 +465,8 @@ def train_classifier(
             net = model.to(memory_format=torch.channels_last)
             if world > 1:
                 net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None)
+            if cfg.compile:
+                quiet_item_graph_break()
             fwd = torch.compile(net) if cfg.compile else net
             opt = torch.optim.AdamW(_param_groups(model, lr, cfg.weight_decay), lr=lr, betas=(0.9, 0.99))
             if opt_state is not None:
