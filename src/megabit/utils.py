@@ -107,7 +107,8 @@ def quiet_item_graph_break() -> None:
 
     The weight quantizers read their ``initialized`` flag with ``bool()``: a known, measured graph
     break (a branch-free version compiles to one graph but trained slower, docs/LOG.md session 28).
-    Other dynamo warnings still print.
+    Process-wide once called (train-classifier calls it when it compiles); other dynamo warnings
+    still print.
     """
     lg = logging.getLogger("torch._dynamo.variables.tensor")
     if _ITEM_FILTER not in lg.filters:
