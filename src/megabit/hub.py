@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .models.nqe import NQE, PRESETS
 
-__all__ = ["DEFAULT_CLASSIFIER", "asset_path", "bundled_classifier_path", "load_resnet", "resolve_classifier", "sample_cifar_path"]
+__all__ = ["DEFAULT_CLASSIFIER", "asset_path", "bundled_classifier_path", "load_resnet", "locate_classifier", "resolve_classifier", "sample_cifar_path"]
 
 
 # The demo's and every command's default classifier: the most accurate bundled one. [I] nqe-1mbit-ans-hr
@@ -32,32 +32,35 @@ def bundled_classifier_path(name: str = DEFAULT_CLASSIFIER) -> Path | None:
     return p if p.exists() else None
 
 
-def resolve_classifier(spec: str | os.PathLike | None) -> tuple[NQE, str]:
-    """Load a classifier from a bundled name, a .mbit file or a .pt file. Returns (model, description)."""
-    from .fmt.mbit import mbit_to_model, read_mbit
-    from .train.classifier import load_classifier
-
-    if spec is None:
-        spec = DEFAULT_CLASSIFIER
-    s = str(spec)
+def locate_classifier(spec: str | os.PathLike | None) -> Path:
+    """The file a classifier argument names: a bundled name (default: ``DEFAULT_CLASSIFIER``), a .mbit or
+    .pt path, or a run dir holding model.pt. Raises ``ValueError`` with one line if there is none."""
+    s = str(DEFAULT_CLASSIFIER if spec is None else spec)
     if s in PRESETS and not Path(s).exists():
         p = bundled_classifier_path(s)
         if p is None:
             raise ValueError(f"no trained model is bundled for preset {s!r} (give a .pt or .mbit path)")
-        return mbit_to_model(read_mbit(p)), f"bundled {s} ({p.name})"
+        return p
     path = Path(s)
     if not path.exists():
         bundled = [n for n in PRESETS if bundled_classifier_path(n) is not None]
         raise ValueError(f"{s}: no such model file or bundled model (bundled: {', '.join(bundled)})")
     if path.is_dir():
-        if (path / "model.pt").exists():
-            path = path / "model.pt"
-        else:
+        if not (path / "model.pt").exists():
             raise ValueError(f"{s}: a directory without model.pt")
-    with open(path, "rb") as fh:
-        magic = fh.read(4)
-    if magic == b"MBIT":
-        return mbit_to_model(read_mbit(path)), str(path)
+        path = path / "model.pt"
+    return path
+
+
+def resolve_classifier(spec: str | os.PathLike | None) -> tuple[NQE, str]:
+    """Load a classifier from a bundled name, a .mbit file or a .pt file. Returns (model, description)."""
+    from .fmt.mbit import is_mbit, mbit_to_model, read_mbit
+    from .train.classifier import load_classifier
+
+    path = locate_classifier(spec)
+    if is_mbit(path):
+        bundled = path == bundled_classifier_path(path.stem)
+        return mbit_to_model(read_mbit(path)), (f"bundled {path.stem} ({path.name})" if bundled else str(path))
     return load_classifier(path), str(path)
 
 

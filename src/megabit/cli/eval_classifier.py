@@ -16,20 +16,6 @@ import json
 import time
 
 
-def _packed_file(spec):
-    """The .mbit file a MODEL argument names (a path or a bundled name), else None (a .pt, a run dir)."""
-    from pathlib import Path
-
-    from megabit.fmt.mbit import is_mbit
-    from megabit.hub import DEFAULT_CLASSIFIER, bundled_classifier_path
-    from megabit.models.nqe import PRESETS
-
-    s = DEFAULT_CLASSIFIER if spec is None else str(spec)
-    if s in PRESETS and not Path(s).exists():
-        return bundled_classifier_path(s)
-    return Path(s) if Path(s).is_file() and is_mbit(s) else None
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="megabit eval-classifier", description=__doc__)
     p.add_argument("model", nargs="?", default=None,
@@ -51,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     from megabit.data import CIFAR10_CLASSES, load_cifar10
     from megabit.data.cifar import TTA_LEVELS
     from megabit.export import budget_table
-    from megabit.hub import load_resnet, resolve_classifier
+    from megabit.fmt.mbit import is_mbit
+    from megabit.hub import load_resnet, locate_classifier, resolve_classifier
     from megabit.train.classifier import evaluate, predict_logits
 
     resnet = load_resnet(a.model) if a.model is not None else None
@@ -64,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         model, src = resolve_classifier(a.model)
         extra = {"kind": "nqe", "total_bits": budget_table(model.cfg)["total_bits"], "norm": model.cfg.norm}
-        if (packed := _packed_file(a.model)) is not None:  # a .mbit or a bundled one: the file is the budget
+        if is_mbit(packed := locate_classifier(a.model)):  # a .mbit or a bundled one: the file is the budget
             extra.update(raw_total_bits=extra["total_bits"], total_bits=8 * packed.stat().st_size)
     tta = 0 if a.no_tta else a.tta
     t0 = time.time()
