@@ -46,6 +46,7 @@ ap.add_argument("--preset", default=None,
                      "(same shapes: nqe-1mbit's float twin starts nqe-1mbit-hr)")
 ap.add_argument("--device", default="auto")
 ap.add_argument("--batch-size", type=int, default=256)
+ap.add_argument("--seed", type=int, default=0, help="QAT stage's seed (data order, augmentation, init of new parts)")
 ap.add_argument("--no-compile", action="store_true")
 ap.add_argument("--eval-every", type=int, default=1, help="QAT stage: test-set accuracy every N epochs (and at phase ends)")
 ap.add_argument("--kd-alpha", type=float, default=0.0,
@@ -90,7 +91,7 @@ if a.teacher == "airbench":
     teacher = str(out / "teacher" / "model.pt")
 kd = dict(teacher=teacher, kd_alpha=a.kd_alpha, kd_temperature=a.kd_temperature) if a.kd_alpha > 0 else {}
 qcfg = TrainConfig(init=float_model, init_preset=a.preset, epochs_bn=a.epochs_bn, epochs_bsn=a.epochs_bsn, lr=a.lr, lr_bsn=a.lr_bsn,
-                   warmup_bsn=a.warmup_bsn, eval_every=a.eval_every, bsn_init=a.bsn_init, bsn_fit_loss=a.bsn_fit_loss,
+                   warmup_bsn=a.warmup_bsn, eval_every=a.eval_every, seed=a.seed, bsn_init=a.bsn_init, bsn_fit_loss=a.bsn_fit_loss,
                    bsn_granularity=a.bsn_scale, bsn_mantissa_bits=a.bsn_mantissa_bits, **kd, **common)
 res = train_classifier(qcfg, train, test, out / "qat", resume=a.resume)
 json.dump(res, sys.stdout, indent=2)

@@ -3,6 +3,9 @@
     python recipes/nqe_bsn_scale.py RUN/qat/bn_end.pt --data-root ../shared/data/cifar10-jpeg-q75 \
         --arms layer:0,layer:1,layer:2,channel:0,channel:1,channel:2,channel-float --json results/nqe_bsn_scale_s33_hr.json
 
+``--samples S --sample-seeds 0,1,2``: the fit sees S positions per channel, drawn three times (the spread is the
+conversion's sampling noise; session 37).
+
 Each arm converts the same BN-phase model with the fitted conversion (``train-classifier --bsn-init fit``: MSE
 of the activation codes on ``--calib`` training images) into a BSN of another scale, and reports the
 fake-quantized test accuracy right after conversion (flip TTA), before any fine-tuning:
@@ -33,6 +36,10 @@ ap = argparse.ArgumentParser()
 ap.add_argument("model", help="a quantized BN-mode classifier model.pt (train-classifier's bn_end.pt)")
 ap.add_argument("--data-root", required=True)
 ap.add_argument("--calib", type=int, default=1000)
+ap.add_argument("--samples", type=int, default=4096, help="positions per channel the fit sees (drawn from all of the "
+                                                           "calibration images' positions)")
+ap.add_argument("--sample-seeds", default="0", help="comma list: convert each arm once per seed of that draw (the "
+                                                    "spread of the results is the conversion's sampling noise)")
 ap.add_argument("--arms", default="layer:0,channel:1,channel-float")
 ap.add_argument("--offset-bits", type=int, default=None, help="BSN offset width (default: the model's)")
 ap.add_argument("--limit-test", type=int, default=None)
@@ -74,6 +81,9 @@ def parse_arm(s: str) -> dict:
 
 try:
     arms = {s: parse_arm(s) for s in a.arms.split(",") if s}
+    seeds = [int(v) for v in a.sample_seeds.split(",") if v.strip()]
+    if not seeds or a.samples < 1 or a.calib < 1:
+        raise ValueError("--sample-seeds needs at least one integer, --samples and --calib must be >= 1")
     train = load_cifar10(a.data_root, "train", a.calib)
     test = load_cifar10(a.data_root, "test", a.limit_test)
     base = load_classifier(a.model)
@@ -82,18 +92,19 @@ except (DataError, OSError, ValueError, KeyError) as e:
 if base.cfg.norm != "bn" or not base.cfg.quantize:
     sys.exit(f"nqe_bsn_scale: error: {a.model} is not a quantized BatchNorm-mode model")
 base.eval()
-res = {"model": a.model, "calib_images": a.calib, "bn_accuracy": evaluate(base, test)["accuracy"],
+res = {"model": a.model, "calib_images": a.calib, "samples": a.samples, "sample_seeds": seeds, "bn_accuracy": evaluate(base, test)["accuracy"],
        "test_images": len(test.y), "data": "CIFAR-10 JPEG-q75 copy, flip TTA, fake-quant right after conversion",
        "arms": {}}
 print(f"BN mode: {res['bn_accuracy']:.4f}", flush=True)
 original = nqe.BitShiftNorm
 extra = {"offset_bits": a.offset_bits} if a.offset_bits else {}
-for name, fields in arms.items():
+for (arm, fields), seed in ((kv, sd) for kv in arms.items() for sd in seeds):
+    name = arm if len(seeds) == 1 else f"{arm}@seed{seed}"
     nqe.BitShiftNorm = ChannelFloatBSN if not fields else original
     try:
         m = copy.deepcopy(base)
         t0 = time.time()
-        m.convert_to_bsn(train.x[: a.calib], **fields, **extra)
+        m.convert_to_bsn(train.x[: a.calib], samples=a.samples, seed=seed, **fields, **extra)
         m.eval()
         r = {"accuracy": evaluate(m, test)["accuracy"], "convert_s": round(time.time() - t0, 1),
              "shifts": [b.norm.shift.tolist() for b in m.blocks], "mantissas": [b.norm.mant.tolist() for b in m.blocks]}
@@ -107,7 +118,7 @@ for name, fields in arms.items():
         from megabit.train.classifier import save_classifier
 
         Path(a.save_dir).mkdir(parents=True, exist_ok=True)
-        r["saved"] = str(Path(a.save_dir) / f"{name.replace(':', '-')}.pt")
+        r["saved"] = str(Path(a.save_dir) / f"{name.replace(':', '-').replace('@', '-')}.pt")
         save_classifier(m, r["saved"])
     res["arms"][name] = r
     print(f"{name}: {r['accuracy']:.4f} total bits {r.get('total_bits')}", flush=True)

@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "activation codes on training images) or quantile (the paper's reading)")
     p.add_argument("--bsn-calib-images", type=int, default=d.bsn_calib_images,
                    help="training images the 'fit' conversion calibrates on")
+    p.add_argument("--bsn-calib-samples", type=int, default=d.bsn_calib_samples,
+                   help="positions per channel the 'fit' conversion sees, drawn from those images' positions")
     p.add_argument("--bsn-fit-loss", choices=("mse", "mismatch"), default=d.bsn_fit_loss,
                    help="what the 'fit' conversion minimises: squared or 0/1 error of the activation codes")
     p.add_argument("--bsn-scale", choices=("layer", "channel"), default=d.bsn_granularity,
@@ -86,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
                       warmup_bsn=a.warmup_bsn, teacher=a.teacher, kd_alpha=a.kd_alpha,
                       kd_temperature=a.kd_temperature, device=a.device, init=a.init,
                       init_step_momentum=a.init_step_momentum, eval_every=a.eval_every,
-                      bsn_init=a.bsn_init, bsn_calib_images=a.bsn_calib_images, bsn_fit_loss=a.bsn_fit_loss,
+                      bsn_init=a.bsn_init, bsn_calib_images=a.bsn_calib_images, bsn_calib_samples=a.bsn_calib_samples, bsn_fit_loss=a.bsn_fit_loss,
                       bsn_granularity=a.bsn_scale, bsn_mantissa_bits=a.bsn_mantissa_bits,
                       bsn_offset_bits=a.bsn_offset_bits)
     train = load_cifar10(a.data_root, "train", a.limit_train)

@@ -82,6 +82,9 @@ class TrainConfig:
     # (results/nqe_1mbit_s30_bn40.json vs results/nqe_1mbit_s30_quantile.json; one seed)
     bsn_init: str = "fit"
     bsn_calib_images: int = 1000
+    # positions per channel the fit sees, drawn from all calibration positions ([I]; 4096 until session 37,
+    # whose A/B on the sample is in results/nqe_bsn_samples_s37.json)
+    bsn_calib_samples: int = 4096
     bsn_fit_loss: str = "mse"  # "mse" or "mismatch" of the activation codes
     # [I] beyond the paper (default: its layer-shared shift): the BSN the conversion produces,
     # "layer" or "channel" shifts, with a bsn_mantissa_bits-bit mantissa each (megabit.norm.bsn);
@@ -379,6 +382,8 @@ def train_classifier(
                          f"(got {cfg.bsn_init!r}, {cfg.bsn_fit_loss!r})")
     if cfg.bsn_calib_images < 1:
         raise ValueError(f"bsn_calib_images must be >= 1 (got {cfg.bsn_calib_images})")
+    if cfg.bsn_calib_samples < 1:
+        raise ValueError(f"bsn_calib_samples must be >= 1 (got {cfg.bsn_calib_samples})")
     rank, world = _ddp_info()
     dev = resolve_device(cfg.device)
     out = Path(out_dir)
@@ -451,7 +456,7 @@ def train_classifier(
             if rank == 0:  # the BN-phase end, kept so that conversions can be compared on it later
                 save_classifier(model, out / "bn_end.pt")  # (recipes/nqe_bsn_conversion.py)
             calib = train.x[: cfg.bsn_calib_images] if cfg.bsn_init == "fit" else None
-            model.convert_to_bsn(calib, loss=cfg.bsn_fit_loss, **cfg.bsn_fields())
+            model.convert_to_bsn(calib, loss=cfg.bsn_fit_loss, samples=cfg.bsn_calib_samples, **cfg.bsn_fields())
             model.to(dev)
             opt_state = None
             if calib is not None:
