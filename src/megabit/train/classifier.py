@@ -83,7 +83,7 @@ class TrainConfig:
     bsn_init: str = "fit"
     bsn_calib_images: int = 1000
     # positions per channel the fit sees, drawn from all calibration positions ([I]; 4096 until session 37,
-    # whose A/B on the sample is in results/nqe_bsn_samples_s37.json)
+    # whose A/B on the sample: results/nqe_bsn_samples_s37_s35_4096.json, _32768.json)
     bsn_calib_samples: int = 4096
     bsn_fit_loss: str = "mse"  # "mse" or "mismatch" of the activation codes
     # [I] beyond the paper (default: its layer-shared shift): the BSN the conversion produces,
