@@ -104,7 +104,7 @@ for (arm, fields), seed in ((kv, sd) for kv in arms.items() for sd in seeds):
     try:
         m = copy.deepcopy(base)
         t0 = time.time()
-        m.convert_to_bsn(train.x[: a.calib], samples=a.samples, seed=seed, **fields, **extra)
+        m.convert_to_bsn(train.x[: a.calib], samples=a.samples, sample_seed=seed, **fields, **extra)
         m.eval()
         r = {"accuracy": evaluate(m, test)["accuracy"], "convert_s": round(time.time() - t0, 1),
              "shifts": [b.norm.shift.tolist() for b in m.blocks], "mantissas": [b.norm.mant.tolist() for b in m.blocks]}

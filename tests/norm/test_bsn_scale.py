@@ -11,7 +11,6 @@ from torch import nn
 
 from megabit.export import IntegerNQE, budget_table, pack_model, unpack_model
 from megabit.fmt.mbit import encode_mbit, inspect_mbit, mbit_to_model, read_mbit
-from megabit.models.nqe import NQE
 from megabit.norm import BitShiftNorm
 from tests.conftest import make_bsn_model, tiny_cfg
 
@@ -127,21 +126,14 @@ def test_state_dicts_without_a_mantissa_still_load():
 
 
 def test_fit_sample_size_and_seed():
-    """The fitted conversion sees ``samples`` positions per channel drawn with ``seed``: with every position
-    in the sample the draw cannot matter; with a few positions it does; zero positions is refused."""
-    x = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    """The fitted conversion sees ``samples`` positions per channel drawn with ``sample_seed``: with every
+    position in the sample the draw cannot matter; with a few positions it does; zero positions is refused."""
 
-    def offsets(samples, seed, **bsn):
-        torch.manual_seed(0)
-        m = NQE(tiny_cfg())
-        m.train()
-        with torch.no_grad():
-            for _ in range(3):
-                m(x)
-        m.eval().convert_to_bsn(x, samples=samples, seed=seed, **bsn)
+    def offsets(samples, sample_seed, **bsn):
+        m = make_bsn_model(fit=True, samples=samples, sample_seed=sample_seed, **bsn)
         return torch.cat([b.norm.offset.flatten() for b in m.blocks])
 
-    every = 8 * 32 * 32  # the first layer's positions; deeper layers have fewer
+    every = 32 * 32 * 32  # make_bsn_model's 32 calibration images: the first layer's positions; deeper layers have fewer
     assert torch.equal(offsets(every, 0), offsets(every, 1))
     few = [offsets(16, s, bsn_granularity="channel", bsn_mantissa_bits=1) for s in range(3)]
     assert not (torch.equal(few[0], few[1]) and torch.equal(few[0], few[2]))

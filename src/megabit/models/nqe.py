@@ -252,7 +252,7 @@ def _sample_channels(t: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
 
 @torch.no_grad()
 def convert_blocks_to_bsn(blocks, cfg: NQEConfig, x: torch.Tensor | None = None, shift_search: int = 2,
-                          samples: int = 4096, loss: str = "mse", batch_size: int = 250, seed: int = 0):
+                          samples: int = 4096, loss: str = "mse", batch_size: int = 250, sample_seed: int = 0):
     """BN -> BSN for a chain of :class:`QConvBlock` (in place); ``cfg``: the BSN-mode config.
 
     Without ``x``: the quantile conversion (``BitShiftNorm.init_from_batchnorm``). With ``x`` (the
@@ -261,12 +261,12 @@ def convert_blocks_to_bsn(blocks, cfg: NQEConfig, x: torch.Tensor | None = None,
     chain's activation codes (teacher-forced: the target is the BN chain on its own input).
     Returns ``(reports, x, xr)``: the per-block fit reports and the converted / BN chains' outputs
     (``None`` without ``x``), so a following layer can be fitted the same way. ``samples``: positions per
-    channel the fit sees (drawn from all of the calibration images' positions with ``seed``).
+    channel the fit sees (drawn from all of the calibration images' positions with ``sample_seed``).
     """
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")
     codes_fn = lambda y: hwmsb_codes(y, cfg.act_bits, cfg.act_mode, cfg.act_leak)  # noqa: E731
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(sample_seed)
     reports, xr = [], x
     for blk in blocks:
         bn = blk.norm
@@ -336,7 +336,7 @@ class NQE(nn.Module):
 
     @torch.no_grad()
     def convert_to_bsn(self, calib: torch.Tensor | None = None, shift_search: int = 2,
-                       samples: int = 4096, loss: str = "mse", batch_size: int = 250, seed: int = 0,
+                       samples: int = 4096, loss: str = "mse", batch_size: int = 250, sample_seed: int = 0,
                        **bsn) -> "NQE":
         """Phase 1 → phase 2: replace each BatchNorm by a layer-shared BitShiftNorm (in place).
 
@@ -345,7 +345,7 @@ class NQE(nn.Module):
         [N, 3, H, W]), [I] the calibrated conversion: layer by layer, shift and offsets are fitted
         (``BitShiftNorm.fit_``) so that the BSN layer, fed by the already converted layers, reproduces
         the BatchNorm network's activation codes on those images (``samples`` positions per channel,
-        drawn with ``seed``; ``loss`` "mse" or "mismatch" of the codes).
+        drawn with ``sample_seed``; ``loss`` "mse" or "mismatch" of the codes).
         The fit's report is kept in ``self.bsn_fit`` (per layer: chosen and quantile shift, code MSE).
         ``bsn``: config fields of the BSN to convert to (``bsn_granularity``, ``bsn_mantissa_bits``,
         ``offset_bits``, ``shift_bits``), overriding this model's config.
@@ -366,7 +366,7 @@ class NQE(nn.Module):
             if calib.ndim != 4 or calib.shape[1] != self.cfg.in_channels:
                 raise ValueError(f"calibration images must be [N, {self.cfg.in_channels}, H, W], got {list(calib.shape)}")
             x = self.prepare_input(calib.to(dev))
-        self.bsn_fit, _, _ = convert_blocks_to_bsn(self.blocks, cfg, x, shift_search, samples, loss, batch_size, seed)
+        self.bsn_fit, _, _ = convert_blocks_to_bsn(self.blocks, cfg, x, shift_search, samples, loss, batch_size, sample_seed)
         self.head.cfg = cfg
         self.cfg = cfg
         self.train(was_training)
