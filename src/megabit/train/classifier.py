@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+import torch.nn as nn
 import torch.nn.functional as F
 
 from ..data.cifar import Split, batches, random_crop_flip, tta_views
@@ -92,6 +93,13 @@ class TrainConfig:
     bsn_granularity: str = "layer"
     bsn_mantissa_bits: int = 0
     bsn_offset_bits: int | None = None
+    # [I] beyond the paper: an exponential moving average of the weights over the BN phase (decay per
+    # step; 0 = off, torch.optim.swa_utils.AveragedModel). At the BN phase's end the average gets the
+    # live model's buffers (quantizer steps), its BatchNorm statistics are re-estimated on ema_bn_images
+    # training images (reestimate_bn), it is evaluated (notes: ema_accuracy) and saved as ema_bn_end.pt;
+    # the run itself goes on with the live weights (convert the average with recipes/nqe_bsn_scale.py).
+    ema_decay: float = 0.0
+    ema_bn_images: int = 10000
 
     def bsn_fields(self) -> dict:
         """The NQEConfig fields the BN -> BSN conversion sets."""
@@ -252,23 +260,50 @@ def quantize_float_start(src: NQE, calib: torch.Tensor, labels: torch.Tensor, ba
         x = F.relu(y)
         if blk.spec.pool:
             x = F.max_pool2d(x, 2)
-    # BatchNorm statistics through the quantized network (cumulative average over calib)
-    model.train()
-    bns = [b.norm for b in model.blocks]
-    momenta = [bn.momentum for bn in bns]
-    for bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None
-    for i in range(0, len(calib), batch_size):
-        model.features(calib[i : i + batch_size])
-    for bn, m in zip(bns, momenta):
-        bn.momentum = m
-    model.eval()
+    # BatchNorm statistics through the quantized network (cumulative average over calib); the quantizers
+    # are in training mode here on purpose: their steps are being set from the float weights on first use
+    reestimate_bn(model, calib, batch_size, quantizers_train=True)
     b_float = model.head.bias.detach().clone()
     model.head.bias.zero_()
     fit_head_temperature(model, calib, labels, batch_size)
     model.head.bias.copy_(b_float)
     return model
+
+
+@torch.no_grad()
+def reestimate_bn(model: NQE, x: torch.Tensor, batch_size: int = 250, quantizers_train: bool = False,
+                  augment: bool = False, seed: int = 0) -> int:
+    """Recompute every BatchNorm's running mean and variance through the (quantized) network on ``x``
+    (a cumulative average over batches of ``batch_size``, as ``momentum=None``), in place; the model is
+    left in eval mode. Returns the number of BatchNorms reset.
+
+    After QAT ([I] not in the NQE paper; Nagel et al. 2022, "Overcoming oscillations in quantization-aware
+    training", re-estimate BN after QAT): the running statistics were averaged over the last epochs'
+    weights and augmented batches (random crop with zero padding); recomputed here for the final
+    quantized weights on ``x`` (``augment=False``: the images as the test sees them). The weight
+    quantizers stay in eval mode (their steps unchanged) unless ``quantizers_train``; batch statistics
+    depend on ``batch_size`` only through the mean of per-batch variances (unbiased, as in training).
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    if not bns:
+        return 0
+    model.train() if quantizers_train else model.eval()
+    momenta = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None
+        bn.train()
+    gen = torch.Generator().manual_seed(seed)
+    dev = next(model.parameters()).device
+    try:
+        for i in range(0, len(x), batch_size):
+            xb = x[i : i + batch_size].to(dev)
+            model.features(random_crop_flip(xb, generator=gen) if augment else xb)
+    finally:
+        for bn, m in zip(bns, momenta):
+            bn.momentum = m
+        model.eval()
+    return len(bns)
 
 
 @torch.no_grad()
@@ -358,6 +393,26 @@ def _ddp_info() -> tuple[int, int]:
     return 0, 1
 
 
+def _finish_ema(ema, model: NQE, train: Split, test: Split, cfg: TrainConfig, state: dict, out: Path) -> None:
+    """The BN phase's weight average: the live model's buffers (quantizer steps, BN statistics), BatchNorm
+    re-estimated on training images, evaluated (``notes.ema_accuracy``) and saved as ``ema_bn_end.pt``."""
+    if ema is None:
+        return
+    avg = ema.module
+    live = dict(model.named_buffers())
+    with torch.no_grad():
+        for n, b in avg.named_buffers():
+            b.copy_(live[n])
+    avg = avg.to(memory_format=torch.contiguous_format)
+    reestimate_bn(avg, train.x[: cfg.ema_bn_images])
+    notes = state.setdefault("notes", {})
+    notes["ema_accuracy"] = evaluate(avg, test, cfg.tta)["accuracy"]
+    notes["ema_decay"] = cfg.ema_decay
+    save_classifier(avg.cpu(), out / "ema_bn_end.pt")
+    print(f"EMA of the BN phase (decay {cfg.ema_decay}, BN re-estimated on {min(cfg.ema_bn_images, len(train))} "
+          f"images): test {notes['ema_accuracy']:.4f}", flush=True)
+
+
 def train_classifier(
     cfg: TrainConfig,
     train: Split,
@@ -384,6 +439,8 @@ def train_classifier(
         raise ValueError(f"bsn_calib_images must be >= 1 (got {cfg.bsn_calib_images})")
     if cfg.bsn_calib_samples < 1:
         raise ValueError(f"bsn_calib_samples must be >= 1 (got {cfg.bsn_calib_samples})")
+    if not 0.0 <= cfg.ema_decay < 1.0 or cfg.ema_bn_images < 1:
+        raise ValueError(f"ema_decay must be in [0, 1) and ema_bn_images >= 1 (got {cfg.ema_decay}, {cfg.ema_bn_images})")
     rank, world = _ddp_info()
     dev = resolve_device(cfg.device)
     out = Path(out_dir)
@@ -429,6 +486,13 @@ def train_classifier(
         model.to(dev)
         opt_state, state = ck["optimizer"], ck["state"]
         torch.set_rng_state(ck["rng"])
+    ema = None
+    if cfg.ema_decay > 0 and cfg.epochs_bn > 0 and model.cfg.norm == "bn":
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=False)
+        if resume and ckpt_path.exists() and ck.get("ema") is not None:
+            ema.load_state_dict(ck["ema"])
     if cfg.init and state["epoch"] == 0 and rank == 0:
         if model.cfg.norm == "bsn":  # a .mbit stores no softmax temperature; refit it (cheap)
             n = min(len(train), 5000)
@@ -455,6 +519,8 @@ def train_classifier(
         if phase == "bsn" and model.cfg.norm != "bsn":
             if rank == 0:  # the BN-phase end, kept so that conversions can be compared on it later
                 save_classifier(model, out / "bn_end.pt")  # (recipes/nqe_bsn_conversion.py)
+                _finish_ema(ema, model, train, test, cfg, state, out)
+            ema = None
             calib = train.x[: cfg.bsn_calib_images] if cfg.bsn_init == "fit" else None
             model.convert_to_bsn(calib, loss=cfg.bsn_fit_loss, samples=cfg.bsn_calib_samples, **cfg.bsn_fields())
             model.to(dev)
@@ -504,6 +570,8 @@ def train_classifier(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if ema is not None and phase == "bn":
+                ema.update_parameters(model)
             if not math.isfinite(loss.item()):
                 raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1}, step {i}")
             tot_loss += loss.item() * len(yb)
@@ -529,8 +597,11 @@ def train_classifier(
                       f"test {'-' if test_acc is None else f'{test_acc:.4f}'} ({train_time:.0f}s, {rec['img_per_s']:.0f} img/s)", flush=True)
             state["epoch"] = epoch
             atomic_save({"format": "megabit-nqe-ckpt", "model": _cpu_state(model), "model_config": model.cfg.to_dict(),
-                         "optimizer": opt.state_dict(), "state": state, "rng": torch.get_rng_state()}, ckpt_path)
+                         "optimizer": opt.state_dict(), "state": state, "rng": torch.get_rng_state(),
+                         "ema": ema.state_dict() if ema is not None else None}, ckpt_path)
 
+    if rank == 0 and model.cfg.norm == "bn" and "ema_accuracy" not in state.get("notes", {}):
+        _finish_ema(ema, model, train, test, cfg, state, out)  # a BN-only run: the average at its end
     # the loop's last epoch is always evaluated; a resumed run that was already complete is not
     final = (last_ev or evaluate(model, test, cfg.tta)) if rank == 0 else {}
     result = {"accuracy": final.get("accuracy"), "per_class": final.get("per_class"), "epochs": total_epochs,
