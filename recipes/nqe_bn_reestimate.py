@@ -13,9 +13,12 @@ positions per channel, draw 0), saved to ``--save-dir`` for ``megabit pack`` / `
 import argparse
 import copy
 import json
+import platform
 import sys
 import time
 from pathlib import Path
+
+import torch
 
 from megabit.data import load_cifar10
 from megabit.data.cifar import DataError
@@ -53,7 +56,10 @@ for p, m in models.items():
     if m.cfg.norm != "bn" or not m.cfg.quantize:
         sys.exit(f"nqe_bn_reestimate: error: {p} is not a quantized BatchNorm-mode model")
 
-res = {"images": a.images, "augment": a.augment, "batch_size": a.batch_size, "calib_images": a.calib,
+res = {"command": "python " + " ".join(sys.argv),
+       "machine": {"platform": platform.platform(), "torch": torch.__version__, "cpu": platform.processor() or "x86_64",
+                   "threads": torch.get_num_threads()},
+       "images": a.images, "augment": a.augment, "batch_size": a.batch_size, "calib_images": a.calib,
        "test_images": len(test.y), "data": "CIFAR-10 JPEG-q75 copy, full test set unless limited, flip TTA, fake-quant",
        "models": {}}
 for p, base in models.items():

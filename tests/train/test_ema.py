@@ -65,3 +65,18 @@ def test_ema_of_the_bn_phase_is_saved_evaluated_and_resumed(tmp_path, cifar_root
     with pytest.raises(ValueError, match="ema_decay"):
         train_classifier(TrainConfig(epochs_bn=1, epochs_bsn=0, ema_decay=1.0, **FAST), train, test, tmp_path / "bad",
                          model_cfg=tiny_cfg(), progress=False)
+
+
+def test_conversion_draw_seed_reaches_the_fit(tmp_path, cifar_root):
+    """TrainConfig.bsn_calib_seed picks the positions the fitted conversion sees (16 per channel: draws differ)."""
+    train, test = load_cifar10(cifar_root, "train"), load_cifar10(cifar_root, "test")
+    offsets = []
+    for seed in (0, 1):
+        out = tmp_path / f"s{seed}"
+        cfg = TrainConfig(epochs_bn=1, epochs_bsn=1, lr_bsn=0.0, bsn_calib_images=32, bsn_calib_samples=16,
+                          bsn_calib_seed=seed, **FAST)
+        train_classifier(cfg, train, test, out, model_cfg=tiny_cfg(), progress=False)
+        assert json.loads((out / "config.json").read_text())["train"]["bsn_calib_seed"] == seed
+        m = load_classifier(out / "model.pt")
+        offsets.append(torch.cat([b.norm.offset.flatten().float() for b in m.blocks]))
+    assert not torch.equal(offsets[0], offsets[1])

@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "BN re-estimated, evaluated and saved as ema_bn_end.pt")
     p.add_argument("--ema-bn-images", type=int, default=d.ema_bn_images,
                    help="training images the EMA model's BatchNorm statistics are re-estimated on")
+    p.add_argument("--bsn-calib-seed", type=int, default=d.bsn_calib_seed,
+                   help="seed of the draw of those positions")
     p.add_argument("--bsn-fit-loss", choices=("mse", "mismatch"), default=d.bsn_fit_loss,
                    help="what the 'fit' conversion minimises: squared or 0/1 error of the activation codes")
     p.add_argument("--bsn-scale", choices=("layer", "channel"), default=d.bsn_granularity,
@@ -93,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                       warmup_bsn=a.warmup_bsn, teacher=a.teacher, kd_alpha=a.kd_alpha,
                       kd_temperature=a.kd_temperature, device=a.device, init=a.init,
                       init_step_momentum=a.init_step_momentum, eval_every=a.eval_every,
-                      bsn_init=a.bsn_init, bsn_calib_images=a.bsn_calib_images, bsn_calib_samples=a.bsn_calib_samples, bsn_fit_loss=a.bsn_fit_loss,
+                      bsn_init=a.bsn_init, bsn_calib_images=a.bsn_calib_images, bsn_calib_samples=a.bsn_calib_samples, bsn_calib_seed=a.bsn_calib_seed, bsn_fit_loss=a.bsn_fit_loss,
                       bsn_granularity=a.bsn_scale, bsn_mantissa_bits=a.bsn_mantissa_bits,
                       bsn_offset_bits=a.bsn_offset_bits, ema_decay=a.ema_decay, ema_bn_images=a.ema_bn_images)
     train = load_cifar10(a.data_root, "train", a.limit_train)

@@ -86,6 +86,7 @@ class TrainConfig:
     # positions per channel the fit sees, drawn from all calibration positions ([I]; 4096 until session 37,
     # whose A/B on the sample: results/nqe_bsn_samples_s37_s35_4096.json, _32768.json)
     bsn_calib_samples: int = 4096
+    bsn_calib_seed: int = 0  # the draw of those positions (session 37: draws differ by up to 0.2 points)
     bsn_fit_loss: str = "mse"  # "mse" or "mismatch" of the activation codes
     # [I] beyond the paper (default: its layer-shared shift): the BSN the conversion produces,
     # "layer" or "channel" shifts, with a bsn_mantissa_bits-bit mantissa each (megabit.norm.bsn);
@@ -522,7 +523,8 @@ def train_classifier(
                 _finish_ema(ema, model, train, test, cfg, state, out)
             ema = None
             calib = train.x[: cfg.bsn_calib_images] if cfg.bsn_init == "fit" else None
-            model.convert_to_bsn(calib, loss=cfg.bsn_fit_loss, samples=cfg.bsn_calib_samples, **cfg.bsn_fields())
+            model.convert_to_bsn(calib, loss=cfg.bsn_fit_loss, samples=cfg.bsn_calib_samples,
+                                sample_seed=cfg.bsn_calib_seed, **cfg.bsn_fields())
             model.to(dev)
             opt_state = None
             if calib is not None:
