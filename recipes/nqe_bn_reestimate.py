@@ -78,7 +78,7 @@ for p, base in models.items():
             r[f"{arm}/{name}"] = evaluate(c, test)["accuracy"]
             print(f"  {arm} from {name}: {r[f'{arm}/{name}']:.4f}", flush=True)
             if a.save_dir and name == "reestimated":
-                out = Path(a.save_dir) / f"{Path(p).parent.parent.name}-{arm.replace(':', '-')}.pt"
+                out = Path(a.save_dir) / f"{Path(p).parent.parent.name}-{Path(p).stem}-{arm.replace(':', '-')}.pt"
                 out.parent.mkdir(parents=True, exist_ok=True)
                 save_classifier(c, out)
                 r[f"{arm}/saved"] = str(out)
