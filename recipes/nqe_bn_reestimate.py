@@ -6,8 +6,10 @@
 For each BN-phase model (``train-classifier``'s ``bn_end.pt`` / ``model.pt`` of a ``--epochs-bsn 0`` run): the
 flip-TTA test accuracy as trained, then after :func:`megabit.train.classifier.reestimate_bn` on the first
 ``--images`` training images (``--augment``: random crop + flip, as the training batches), then (``--convert``) the
-fitted per-channel BN->BSN conversion of the re-estimated model (the bundled model's setting: 1,000 images, 4,096
-positions per channel, draw 0), saved to ``--save-dir`` for ``megabit pack`` / ``eval-classifier --integer``.
+fitted per-channel BN->BSN conversion of the model as trained and of the re-estimated one (4,096 positions per channel,
+draw 0, on the first ``--calib`` images of the class-balanced ``max(--images, --calib)`` slice: with ``--images 10000``
+not the same 1,000 images as ``nqe_bsn_scale.py --calib 1000``), the re-estimated one saved to ``--save-dir`` for
+``megabit pack`` / ``eval-classifier --integer``.
 [I] Re-estimating BN after QAT is not in the NQE paper (Nagel et al. 2022 do it against weight oscillation).
 """
 import argparse
