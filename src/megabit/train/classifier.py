@@ -98,7 +98,7 @@ class TrainConfig:
     # step; 0 = off, torch.optim.swa_utils.AveragedModel). At the BN phase's end the average gets the
     # live model's buffers (quantizer steps), its BatchNorm statistics are re-estimated on ema_bn_images
     # training images (reestimate_bn), it is evaluated (notes: ema_accuracy) and saved as ema_bn_end.pt;
-    # the run itself goes on with the live weights (convert the average with recipes/nqe_bsn_scale.py).
+    # the run itself goes on with the live weights (convert the average with recipes/nqe_bn_reestimate.py --convert).
     ema_decay: float = 0.0
     ema_bn_images: int = 10000
 
@@ -394,7 +394,8 @@ def _ddp_info() -> tuple[int, int]:
     return 0, 1
 
 
-def _finish_ema(ema, model: NQE, train: Split, test: Split, cfg: TrainConfig, state: dict, out: Path) -> None:
+def _finish_ema(ema, model: NQE, train: Split, test: Split, cfg: TrainConfig, state: dict, out: Path,
+                progress: bool = True) -> None:
     """The BN phase's weight average: the live model's buffers (quantizer steps, BN statistics), BatchNorm
     re-estimated on training images, evaluated (``notes.ema_accuracy``) and saved as ``ema_bn_end.pt``."""
     if ema is None:
@@ -410,8 +411,9 @@ def _finish_ema(ema, model: NQE, train: Split, test: Split, cfg: TrainConfig, st
     notes["ema_accuracy"] = evaluate(avg, test, cfg.tta)["accuracy"]
     notes["ema_decay"] = cfg.ema_decay
     save_classifier(avg.cpu(), out / "ema_bn_end.pt")
-    print(f"EMA of the BN phase (decay {cfg.ema_decay}, BN re-estimated on {min(cfg.ema_bn_images, len(train))} "
-          f"images): test {notes['ema_accuracy']:.4f}", flush=True)
+    if progress:
+        print(f"EMA of the BN phase (decay {cfg.ema_decay}, BN re-estimated on {min(cfg.ema_bn_images, len(train))} "
+              f"images): test {notes['ema_accuracy']:.4f}", flush=True)
 
 
 def train_classifier(
@@ -520,7 +522,7 @@ def train_classifier(
         if phase == "bsn" and model.cfg.norm != "bsn":
             if rank == 0:  # the BN-phase end, kept so that conversions can be compared on it later
                 save_classifier(model, out / "bn_end.pt")  # (recipes/nqe_bsn_conversion.py)
-                _finish_ema(ema, model, train, test, cfg, state, out)
+                _finish_ema(ema, model, train, test, cfg, state, out, progress)
             ema = None
             calib = train.x[: cfg.bsn_calib_images] if cfg.bsn_init == "fit" else None
             model.convert_to_bsn(calib, loss=cfg.bsn_fit_loss, samples=cfg.bsn_calib_samples,
@@ -603,7 +605,7 @@ def train_classifier(
                          "ema": ema.state_dict() if ema is not None else None}, ckpt_path)
 
     if rank == 0 and model.cfg.norm == "bn" and "ema_accuracy" not in state.get("notes", {}):
-        _finish_ema(ema, model, train, test, cfg, state, out)  # a BN-only run: the average at its end
+        _finish_ema(ema, model, train, test, cfg, state, out, progress)  # a BN-only run: the average at its end
     # the loop's last epoch is always evaluated; a resumed run that was already complete is not
     final = (last_ev or evaluate(model, test, cfg.tta)) if rank == 0 else {}
     result = {"accuracy": final.get("accuracy"), "per_class": final.get("per_class"), "epochs": total_epochs,
