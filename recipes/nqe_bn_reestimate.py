@@ -1,7 +1,7 @@
 """Recipe: re-estimate the BatchNorm statistics of QAT'd BN-phase models, then convert (no training).
 
     python recipes/nqe_bn_reestimate.py runs/s35/qat/model.pt runs/s36/qat/model.pt runs/s37/qat/model.pt \
-        --data-root ../shared/data/cifar10-jpeg-q75 --images 50000 --json results/nqe_bn_reestimate_s38.json
+        --data-root ../shared/data/cifar10-jpeg-q75 --images 10000 --json results/nqe_bn_reestimate_s38.json
 
 For each BN-phase model (``train-classifier``'s ``bn_end.pt`` / ``model.pt`` of a ``--epochs-bsn 0`` run): the
 flip-TTA test accuracy as trained, then after :func:`megabit.train.classifier.reestimate_bn` on the first
@@ -46,8 +46,8 @@ try:
     arms = {}
     for s in (v for v in a.convert.split(",") if v):
         gran, _, bits = s.partition(":")
-        if gran not in ("layer", "channel") or not bits.isdigit():
-            raise ValueError(f"--convert {s!r}: expected channel:B or layer:B")
+        if gran not in ("layer", "channel") or not bits.isdigit() or not 0 <= int(bits) <= 3:
+            raise ValueError(f"--convert {s!r}: expected channel:B or layer:B (B 0..3)")
         arms[s] = {"bsn_granularity": gran, "bsn_mantissa_bits": int(bits)}
     train = load_cifar10(a.data_root, "train", max(a.images, a.calib))
     test = load_cifar10(a.data_root, "test", a.limit_test)
