@@ -16,6 +16,10 @@ checkpoint with ``--resume``. Equivalent CLI for stage 2::
 ``--teacher airbench`` distils from a stronger float teacher instead, trained first by ``megabit
 train-teacher`` (``--teacher-epochs``, out RUN/teacher); ``--teacher PATH`` takes any teacher file.
 
+``--float-preset P`` trains stage 1 in another layer table with the same weight shapes (e.g. ``--float-preset
+nqe-1mbit-ans --preset nqe-1mbit-ans-hr``: the bundled model's pair, one command instead of sessions 34-35's two);
+stage 1 evaluates every ``--eval-every`` epochs, as stage 2.
+
 [I] The paper trains from scratch; the float start, the stage-2 lengths and learning rates are ours.
 """
 import argparse
@@ -33,6 +37,9 @@ ap.add_argument("--out", required=True)
 ap.add_argument("--resume", action="store_true")
 ap.add_argument("--float-model", default=None, help="a trained float nqe-1mbit model.pt (skips stage 1)")
 ap.add_argument("--float-epochs", type=int, default=84)
+ap.add_argument("--float-preset", default=None,
+                help="stage 1's layer table (default: --preset); e.g. nqe-1mbit-ans for nqe-1mbit-ans-hr, whose "
+                     "weight shapes are the same (only the first max-pool moves), so the twin trains faster")
 ap.add_argument("--epochs-bn", type=int, default=32)
 ap.add_argument("--epochs-bsn", type=int, default=12)
 ap.add_argument("--lr", type=float, default=1e-3)
@@ -81,7 +88,7 @@ out = Path(a.out)
 float_model = a.float_model
 if float_model is None:
     # one one-cycle schedule over all epochs, as the float baseline (a float run has no BSN phase)
-    fcfg = TrainConfig(quantize=False, epochs_bn=a.float_epochs, epochs_bsn=0, **common)
+    fcfg = TrainConfig(quantize=False, epochs_bn=a.float_epochs, epochs_bsn=0, eval_every=a.eval_every, **(common | ({"preset": a.float_preset} if a.float_preset else {})))
     train_classifier(fcfg, train, test, out / "float", resume=a.resume)
     float_model = str(out / "float" / "model.pt")
 teacher = a.teacher or float_model

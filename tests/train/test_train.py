@@ -226,6 +226,24 @@ def test_recipe_from_float_runs_both_stages_and_resumes(tmp_path, cifar_root):
     assert len((q / "metrics.jsonl").read_text().splitlines()) == 2
 
 
+def test_recipe_from_float_float_preset_trains_the_twin_in_its_own_layer_table(tmp_path, cifar_root):
+    """--float-preset: stage 1 in nqe-1mbit's layers, stage 2 in nqe-1mbit-hr's (same weight shapes, pool moved)."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "recipes/nqe_1mbit_from_float.py", "--data-root", str(cifar_root), "--out", str(tmp_path / "r"),
+           "--float-preset", "nqe-1mbit", "--preset", "nqe-1mbit-hr", "--float-epochs", "1", "--epochs-bn", "1",
+           "--epochs-bsn", "0", "--batch-size", "16", "--no-compile", "--device", "cpu", "--limit-train", "32",
+           "--limit-test", "16"]
+    p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert p.returncode == 0, p.stderr[-2000:]
+    twin = load_classifier(tmp_path / "r" / "float" / "model.pt")
+    assert twin.cfg.quantize is False and twin.cfg.name == "nqe-1mbit"
+    q = load_classifier(tmp_path / "r" / "qat" / "model.pt")
+    assert q.cfg.quantize is True and q.cfg.name == "nqe-1mbit-hr"
+    assert [l.pool for l in twin.cfg.layers] != [l.pool for l in q.cfg.layers]
+
+
 def test_eval_every_skips_test_epochs_but_not_phase_ends(tmp_path, cifar_root):
     train, test = load_cifar10(cifar_root, "train"), load_cifar10(cifar_root, "test")
     out = tmp_path / "run"
