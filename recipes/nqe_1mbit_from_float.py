@@ -29,6 +29,7 @@ from pathlib import Path
 
 from megabit.data import load_cifar10
 from megabit.data.cifar import DataError
+from megabit.models.nqe import PRESETS
 from megabit.train.classifier import TrainConfig, train_classifier
 
 ap = argparse.ArgumentParser()
@@ -78,6 +79,9 @@ if not (0.0 <= a.kd_alpha <= 1.0 and a.kd_temperature > 0):
     ap.error("--kd-alpha must be in [0, 1] and --kd-temperature > 0")
 if a.eval_every < 1:
     ap.error("--eval-every must be >= 1")
+for flag, name in (("--preset", a.preset), ("--float-preset", a.float_preset)):
+    if name is not None and name not in PRESETS:
+        ap.error(f"{flag}: unknown preset {name!r}; known: {', '.join(sorted(PRESETS))}")
 common = dict(preset=a.preset or TrainConfig.preset, device=a.device, batch_size=a.batch_size, compile=not a.no_compile)
 try:
     train = load_cifar10(a.data_root, "train", a.limit_train)

@@ -242,6 +242,9 @@ def test_recipe_from_float_float_preset_trains_the_twin_in_its_own_layer_table(t
     q = load_classifier(tmp_path / "r" / "qat" / "model.pt")
     assert q.cfg.quantize is True and q.cfg.name == "nqe-1mbit-hr"
     assert [l.pool for l in twin.cfg.layers] != [l.pool for l in q.cfg.layers]
+    bad = subprocess.run(cmd[:4] + ["--out", str(tmp_path / "bad"), "--float-preset", "bogus"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown preset 'bogus'" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "bad").exists()
 
 
 def test_eval_every_skips_test_epochs_but_not_phase_ends(tmp_path, cifar_root):
