@@ -29,7 +29,7 @@ from pathlib import Path
 
 from megabit.data import load_cifar10
 from megabit.data.cifar import DataError
-from megabit.models.nqe import PRESETS
+from megabit.models.nqe import get_preset
 from megabit.train.classifier import TrainConfig, train_classifier
 
 ap = argparse.ArgumentParser()
@@ -80,8 +80,11 @@ if not (0.0 <= a.kd_alpha <= 1.0 and a.kd_temperature > 0):
 if a.eval_every < 1:
     ap.error("--eval-every must be >= 1")
 for flag, name in (("--preset", a.preset), ("--float-preset", a.float_preset)):
-    if name is not None and name not in PRESETS:
-        ap.error(f"{flag}: unknown preset {name!r}; known: {', '.join(sorted(PRESETS))}")
+    if name is not None:
+        try:
+            get_preset(name)
+        except ValueError as e:
+            ap.error(f"{flag}: {e}")
 common = dict(preset=a.preset or TrainConfig.preset, device=a.device, batch_size=a.batch_size, compile=not a.no_compile)
 try:
     train = load_cifar10(a.data_root, "train", a.limit_train)
@@ -92,7 +95,8 @@ out = Path(a.out)
 float_model = a.float_model
 if float_model is None:
     # one one-cycle schedule over all epochs, as the float baseline (a float run has no BSN phase)
-    fcfg = TrainConfig(quantize=False, epochs_bn=a.float_epochs, epochs_bsn=0, eval_every=a.eval_every, **(common | ({"preset": a.float_preset} if a.float_preset else {})))
+    fcfg = TrainConfig(quantize=False, epochs_bn=a.float_epochs, epochs_bsn=0, eval_every=a.eval_every,
+                       **(common | {"preset": a.float_preset or common["preset"]}))
     train_classifier(fcfg, train, test, out / "float", resume=a.resume)
     float_model = str(out / "float" / "model.pt")
 teacher = a.teacher or float_model
