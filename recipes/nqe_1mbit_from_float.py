@@ -71,6 +71,8 @@ ap.add_argument("--bsn-scale", choices=("layer", "channel"), default="layer",
                 help="BSN shifts per layer (the paper) or per channel ([I]; see megabit train-classifier --bsn-scale)")
 ap.add_argument("--ema-decay", type=float, default=0.0, help="[I] QAT stage: EMA of the weights over the BN phase "
                                                                "(saved as qat/ema_bn_end.pt; 0 = off)")
+ap.add_argument("--epochs-act", type=int, default=0, help="[I] QAT stage: epochs with quantized activations and float "
+                                                           "weights before the BN phase (0 = off; see TrainConfig.epochs_act)")
 ap.add_argument("--bsn-mantissa-bits", type=int, choices=range(4), default=0, metavar="B")
 a = ap.parse_args()
 if a.teacher and a.kd_alpha <= 0:
@@ -109,6 +111,6 @@ if a.teacher == "airbench":
 kd = dict(teacher=teacher, kd_alpha=a.kd_alpha, kd_temperature=a.kd_temperature) if a.kd_alpha > 0 else {}
 qcfg = TrainConfig(init=float_model, init_preset=a.preset, epochs_bn=a.epochs_bn, epochs_bsn=a.epochs_bsn, lr=a.lr, lr_bsn=a.lr_bsn,
                    warmup_bsn=a.warmup_bsn, eval_every=a.eval_every, seed=a.seed, bsn_init=a.bsn_init, bsn_fit_loss=a.bsn_fit_loss,
-                   bsn_granularity=a.bsn_scale, bsn_mantissa_bits=a.bsn_mantissa_bits, ema_decay=a.ema_decay, **kd, **common)
+                   bsn_granularity=a.bsn_scale, bsn_mantissa_bits=a.bsn_mantissa_bits, ema_decay=a.ema_decay, epochs_act=a.epochs_act, **kd, **common)
 res = train_classifier(qcfg, train, test, out / "qat", resume=a.resume)
 json.dump(res, sys.stdout, indent=2)

@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "BN re-estimated, evaluated and saved as ema_bn_end.pt")
     p.add_argument("--ema-bn-images", type=int, default=d.ema_bn_images,
                    help="training images the EMA model's BatchNorm statistics are re-estimated on")
+    p.add_argument("--epochs-act", type=int, default=d.epochs_act, metavar="N",
+                   help="[I] two-stage QAT: N epochs with quantized activations and float weights before the BN "
+                        "phase (own one-cycle schedule; BatchNorm re-estimated at each switch; default 0 = off)")
     p.add_argument("--bsn-calib-seed", type=int, default=d.bsn_calib_seed,
                    help="seed of the draw of those positions")
     p.add_argument("--bsn-fit-loss", choices=("mse", "mismatch"), default=d.bsn_fit_loss,
@@ -97,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
                       init_step_momentum=a.init_step_momentum, eval_every=a.eval_every,
                       bsn_init=a.bsn_init, bsn_calib_images=a.bsn_calib_images, bsn_calib_samples=a.bsn_calib_samples, bsn_calib_seed=a.bsn_calib_seed, bsn_fit_loss=a.bsn_fit_loss,
                       bsn_granularity=a.bsn_scale, bsn_mantissa_bits=a.bsn_mantissa_bits,
-                      bsn_offset_bits=a.bsn_offset_bits, ema_decay=a.ema_decay, ema_bn_images=a.ema_bn_images)
+                      bsn_offset_bits=a.bsn_offset_bits, ema_decay=a.ema_decay, ema_bn_images=a.ema_bn_images,
+                      epochs_act=a.epochs_act)
     train = load_cifar10(a.data_root, "train", a.limit_train)
     test = load_cifar10(a.data_root, "test", a.limit_test)
     ddp = "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1

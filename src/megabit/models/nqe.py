@@ -179,6 +179,9 @@ class QConvBlock(nn.Module):
         nn.init.kaiming_normal_(self.weight, nonlinearity="relu")
         levels = spec.levels if cfg.quantize else 0
         self.quant = WeightQuantizer(QuantSpec(levels, cfg.step_rule, False, cfg.step_momentum))
+        # [I] beyond the paper: True runs the latent float weights with quantized activations (the first
+        # stage of two-stage QAT, TrainConfig.epochs_act); a training-time switch, not part of the config
+        self.float_weights = False
         if cfg.norm == "bsn":
             self.norm: nn.Module = bsn_for(spec.out, cfg)
         elif cfg.norm == "bn":
@@ -190,7 +193,7 @@ class QConvBlock(nn.Module):
         return self.quant.codes(self.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.quant.codes(self.weight) if self.cfg.quantize else self.weight
+        w = self.quant.codes(self.weight) if self.cfg.quantize and not self.float_weights else self.weight
         acc = F.conv2d(x, w.to(x.dtype), None, 1, self.spec.kernel // 2, 1, self.spec.groups)
         y = self.norm(acc)
         if self.cfg.quantize:

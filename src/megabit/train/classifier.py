@@ -101,6 +101,13 @@ class TrainConfig:
     # the run itself goes on with the live weights (convert the average with recipes/nqe_bn_reestimate.py --convert).
     ema_decay: float = 0.0
     ema_bn_images: int = 10000
+    # [I] beyond the paper (Martinez et al. 2020, "Training binary neural networks with real-to-binary
+    # convolutions": activations first, then weights): the first epochs_act epochs of the BN phase's budget
+    # run before it with quantized activations and float weights (the conv blocks' latent weights, the head
+    # quantized), their own one-cycle schedule at lr; entering and leaving that stage re-estimates BatchNorm
+    # (and, when leaving, sets the weight quantizers' steps afresh) on stage_bn_images training images. 0: off
+    epochs_act: int = 0
+    stage_bn_images: int = 5000
 
     def bsn_fields(self) -> dict:
         """The NQEConfig fields the BN -> BSN conversion sets."""
@@ -388,6 +395,13 @@ def _cpu_state(model: torch.nn.Module) -> dict:
     return {k: v.detach().cpu() for k, v in model.state_dict().items()}
 
 
+def set_float_weights(model: NQE, on: bool) -> None:
+    """Run the conv blocks on their latent float weights (``on``) or on their quantized codes (the
+    first / second stage of :attr:`TrainConfig.epochs_act`)."""
+    for blk in model.blocks:
+        blk.float_weights = on
+
+
 def _ddp_info() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
@@ -442,6 +456,11 @@ def train_classifier(
         raise ValueError(f"bsn_calib_images must be >= 1 (got {cfg.bsn_calib_images})")
     if cfg.bsn_calib_samples < 1:
         raise ValueError(f"bsn_calib_samples must be >= 1 (got {cfg.bsn_calib_samples})")
+    if cfg.epochs_act < 0 or cfg.stage_bn_images < 1:
+        raise ValueError(f"epochs_act must be >= 0 and stage_bn_images >= 1 (got {cfg.epochs_act}, {cfg.stage_bn_images})")
+    if cfg.epochs_act and (not cfg.quantize or not cfg.epochs_bn):
+        raise ValueError("epochs_act (float weights, quantized activations) precedes a quantized BN phase: "
+                         "it needs a quantized model and epochs_bn > 0")
     if not 0.0 <= cfg.ema_decay < 1.0 or cfg.ema_bn_images < 1:
         raise ValueError(f"ema_decay must be in [0, 1) and ema_bn_images >= 1 (got {cfg.ema_decay}, {cfg.ema_bn_images})")
     rank, world = _ddp_info()
@@ -472,6 +491,10 @@ def train_classifier(
         model = NQE(mcfg).to(dev)
     out.mkdir(parents=True, exist_ok=True)
     phases = [("bn", cfg.epochs_bn, cfg.lr)] if cfg.epochs_bn else []
+    if cfg.epochs_act:
+        if model.cfg.norm != "bn":
+            raise ValueError(f"{cfg.init} is already in BSN mode: epochs_act needs a BN-phase start")
+        phases.insert(0, ("act", cfg.epochs_act, cfg.lr))
     if cfg.quantize and cfg.norm != "bn-only" and cfg.epochs_bsn > 0:
         phases.append(("bsn", cfg.epochs_bsn, cfg.lr_bsn))
     elif cfg.epochs_bsn > 0:  # ablation: spend the same budget with BatchNorm throughout
@@ -519,6 +542,18 @@ def train_classifier(
             if epoch < start + n_ep:
                 break
             start += n_ep
+        if cfg.epochs_act and phase in ("act", "bn"):
+            set_float_weights(model, phase == "act")
+            if epoch == start:  # entering the float-weight stage, or leaving it: the accumulators' scale changes
+                if phase == "bn":
+                    for _, q, _ in model.quantizers():
+                        q.initialized.fill_(False)  # steps from the latent weights as they are now
+                reestimate_bn(model, train.x[: cfg.stage_bn_images].to(dev), quantizers_train=phase == "bn")
+                if rank == 0:
+                    r = evaluate(model, test, cfg.tta)
+                    state.setdefault("notes", {})[f"{phase}_stage_start"] = r["accuracy"]
+                    if progress:
+                        print(f"{phase} stage start (BatchNorm re-estimated): test {r['accuracy']:.4f}", flush=True)
         if phase == "bsn" and model.cfg.norm != "bsn":
             if rank == 0:  # the BN-phase end, kept so that conversions can be compared on it later
                 save_classifier(model, out / "bn_end.pt")  # (recipes/nqe_bsn_conversion.py)
