@@ -546,8 +546,8 @@ def train_classifier(
             set_float_weights(model, phase == "act")
             if epoch == start:  # entering the float-weight stage, or leaving it: the accumulators' scale changes
                 if phase == "bn":
-                    for _, q, _ in model.quantizers():
-                        q.initialized.fill_(False)  # steps from the latent weights as they are now
+                    for blk in model.blocks:  # the conv blocks' steps from their latent weights as they are now
+                        blk.quant.initialized.fill_(False)  # (the head ran quantized throughout)
                 reestimate_bn(model, train.x[: cfg.stage_bn_images].to(dev), quantizers_train=phase == "bn")
                 if rank == 0:
                     r = evaluate(model, test, cfg.tta)
