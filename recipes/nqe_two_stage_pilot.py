@@ -80,6 +80,7 @@ report = {"recipe": " ".join(sys.argv), "preset": a.preset, "train_images": len(
 teacher = str(out / "float" / "model.pt")
 for seed in a.seeds:
     for act in a.act_epochs:
+        torch._dynamo.reset()  # each run compiles its own model; one process's cache would hit dynamo's recompile limit
         cfg = TrainConfig(init=teacher, teacher=teacher, kd_alpha=a.kd_alpha, epochs_act=act, epochs_bn=a.epochs - act,
                           epochs_bsn=0, lr=a.lr, seed=seed, **common)
         r = train_classifier(cfg, train, test, out / f"act{act}-seed{seed}", resume=a.resume)
