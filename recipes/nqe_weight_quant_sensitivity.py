@@ -10,15 +10,18 @@ on ``--calib`` training images and the test set is scored (flip TTA): no block's
 all, each block alone, all but each block. The head's weights are quantized in every arm.
 
 [I] Accuracy right after quantization, before any training: it says where the start's drop sits, not what QAT
-recovers.
+recovers. ``--first-levels 5,15,31`` repeats it with the first block's weights on other odd grids (same float weights).
 """
 import argparse
 import json
 import sys
+from dataclasses import replace
 
 from megabit.data import load_cifar10
 from megabit.data.cifar import DataError
-from megabit.train.classifier import evaluate, init_for_finetune, load_classifier, reestimate_bn
+from megabit.models.nqe import NQE
+from megabit.train.classifier import (evaluate, init_for_finetune, load_classifier, quantize_float_start,
+                                        reestimate_bn)
 from megabit.utils import atomic_write_text
 
 ap = argparse.ArgumentParser()
@@ -26,8 +29,20 @@ ap.add_argument("model", help="a float NQE model.pt (a --float run)")
 ap.add_argument("--data-root", required=True)
 ap.add_argument("--calib", type=int, default=5000, help="training images for the start's calibration and BatchNorm")
 ap.add_argument("--limit-test", type=int, default=None)
+ap.add_argument("--first-levels", default=None,
+                help="comma-separated weight levels (odd) for the first conv block, each a start of its own "
+                     "(default: the model's own layer table)")
+ap.add_argument("--first-step-rule", choices=("heq", "absmax"), default=None,
+                help="the first block's step rule (default: the model's, heq); absmax: s = max|w| / m, no clipping")
+ap.add_argument("--arms", default=None, help="comma-separated arm names to score (default: all)")
 ap.add_argument("--json", default=None)
 a = ap.parse_args()
+try:
+    first = [int(t) for t in a.first_levels.split(",")] if a.first_levels else [None]
+except ValueError:
+    ap.error(f"--first-levels: expected comma-separated integers, got {a.first_levels!r}")
+if any(v is not None and (v < 3 or v % 2 == 0) for v in first):
+    ap.error("--first-levels: odd level counts >= 3 (zero-point grids)")
 try:
     train = load_cifar10(a.data_root, "train", a.calib)
     test = load_cifar10(a.data_root, "test", a.limit_test)
@@ -37,20 +52,41 @@ except (DataError, ValueError) as e:
 if src.cfg.quantize:
     sys.exit(f"nqe_weight_quant_sensitivity: error: {a.model} is already quantized (expects a float model)")
 float_acc = evaluate(src, test)["accuracy"]
-model = init_for_finetune(a.model, 0.0, (train.x, train.y))
-n = len(model.blocks)
-arms = {"none": set(), "all": set(range(n))}
-arms |= {f"only {i}": {i} for i in range(n)}
-arms |= {f"all but {i}": set(range(n)) - {i} for i in range(n)}
 res = {"model": a.model, "float_accuracy": float_acc, "test_images": len(test), "calib_images": len(train),
        "note": "CIFAR-10 JPEG-q75 copy; flip TTA; blocks listed are the ones whose weights are quantized",
-       "blocks": [{"levels": l.levels, "weights": b.weight.numel()} for l, b in zip(model.cfg.layers, model.blocks)],
-       "arms": {}}
-for name, quantized in arms.items():
-    for i, blk in enumerate(model.blocks):
-        blk.float_weights = i not in quantized
-    reestimate_bn(model, train.x)
-    res["arms"][name] = evaluate(model, test)["accuracy"]
-    print(f"{name:>10}: {res['arms'][name]:.4f}", flush=True)
-if a.json:
-    atomic_write_text(a.json, json.dumps(res, indent=2) + "\n")
+       "starts": []}
+for lv in first:
+    if lv is None:
+        model = init_for_finetune(a.model, 0.0, (train.x, train.y))
+    else:  # the same float weights in a layer table whose first block has lv levels
+        layers = (replace(src.cfg.layers[0], levels=lv),) + src.cfg.layers[1:]
+        moved = NQE(src.cfg.with_(layers=layers))
+        moved.load_state_dict(src.state_dict())
+        model = quantize_float_start(moved.eval(), train.x, train.y)
+    if a.first_step_rule:  # the first block's grid by another rule, steps set again on the same float weights
+        q0 = model.blocks[0].quant
+        q0.spec = replace(q0.spec, step_rule=a.first_step_rule)
+        q0.initialized.fill_(False)
+        q0.train()
+        q0.codes(model.blocks[0].weight)
+        q0.eval()
+    n = len(model.blocks)
+    arms = {"none": set(), "all": set(range(n))}
+    arms |= {f"only {i}": {i} for i in range(n)}
+    arms |= {f"all but {i}": set(range(n)) - {i} for i in range(n)}
+    if a.arms:
+        unknown = set(a.arms.split(",")) - set(arms)
+        if unknown:
+            sys.exit(f"nqe_weight_quant_sensitivity: error: unknown arms {sorted(unknown)}; known: {list(arms)}")
+        arms = {k: v for k, v in arms.items() if k in a.arms.split(",")}
+    start = {"first_step_rule": model.blocks[0].quant.spec.step_rule, "blocks": [{"levels": l.levels, "weights": b.weight.numel()} for l, b in zip(model.cfg.layers, model.blocks)],
+             "arms": {}}
+    for name, quantized in arms.items():
+        for i, blk in enumerate(model.blocks):
+            blk.float_weights = i not in quantized
+        reestimate_bn(model, train.x)
+        start["arms"][name] = evaluate(model, test)["accuracy"]
+        print(f"first block {model.cfg.layers[0].levels} levels, {name:>10}: {start['arms'][name]:.4f}", flush=True)
+    res["starts"].append(start)
+    if a.json:
+        atomic_write_text(a.json, json.dumps(res, indent=2) + "\n")
