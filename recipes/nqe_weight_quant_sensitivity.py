@@ -17,6 +17,8 @@ import json
 import sys
 from dataclasses import replace
 
+import torch
+
 from megabit.data import load_cifar10
 from megabit.data.cifar import DataError
 from megabit.models.nqe import NQE
@@ -67,9 +69,8 @@ for lv in first:
         q0 = model.blocks[0].quant
         q0.spec = replace(q0.spec, step_rule=a.first_step_rule)
         q0.initialized.fill_(False)
-        q0.train()
-        q0.codes(model.blocks[0].weight)
-        q0.eval()
+        with torch.no_grad():
+            q0.codes(model.blocks[0].weight)  # an unset step is set from these weights on first use
     n = len(model.blocks)
     arms = {"none": set(), "all": set(range(n))}
     arms |= {f"only {i}": {i} for i in range(n)}
@@ -79,8 +80,8 @@ for lv in first:
         if unknown:
             sys.exit(f"nqe_weight_quant_sensitivity: error: unknown arms {sorted(unknown)}; known: {list(arms)}")
         arms = {k: v for k, v in arms.items() if k in a.arms.split(",")}
-    start = {"first_step_rule": model.blocks[0].quant.spec.step_rule, "blocks": [{"levels": l.levels, "weights": b.weight.numel()} for l, b in zip(model.cfg.layers, model.blocks)],
-             "arms": {}}
+    blocks = [{"levels": l.levels, "weights": b.weight.numel()} for l, b in zip(model.cfg.layers, model.blocks)]
+    start = {"first_step_rule": model.blocks[0].quant.spec.step_rule, "blocks": blocks, "arms": {}}
     for name, quantized in arms.items():
         for i, blk in enumerate(model.blocks):
             blk.float_weights = i not in quantized
