@@ -1,15 +1,15 @@
 """Pilot A/B: two-stage QAT (``--epochs-act``) against one-stage QAT at equal epochs, paired seeds.
 
     python recipes/nqe_two_stage_pilot.py --data-root ../shared/data/cifar10-jpeg-q75 --out runs/s40pilot \
-        --preset nqe-1mbit --limit-train 25000 --float-epochs 10 --epochs 8 --act-epochs 0,2 --seeds 0,1 \
-        --json results/nqe_two_stage_pilot_s40.json
+        --preset nqe-1mbit --limit-train 15000 --limit-test 5000 --float-epochs 8 --epochs 6 --act-epochs 0,2 \
+        --seeds 0,1 --json results/nqe_two_stage_pilot_s40.json   # session 40's run
 
 A float twin of ``--preset`` (``--float-epochs``, on the same training slice), then for each seed and each
 ``--act-epochs`` value A one QAT run from it with KD from it (alpha 0.7, T 4): A epochs of quantized
 activations on float weights (``TrainConfig.epochs_act``), then ``--epochs - A`` BN-phase epochs; no BSN
 phase (the per-channel conversion after it is nearly lossless, sessions 34-39). Recorded per run: the QAT
-start (both quantized), the act stage's start, the BN stage's start, the BN end, all on the full test set
-with flip TTA. Every stage resumes with ``--resume``; the JSON is rewritten after each run.
+start (both quantized), the act stage's start, the BN stage's start, the BN end, all on the test set
+(``--limit-test`` images) with flip TTA. Every stage resumes with ``--resume``; the JSON is rewritten after each run.
 
 [I] A pilot on a training slice with a short schedule: it can show a large effect, not a 0.3-point one.
 """

@@ -22,8 +22,7 @@ import torch
 from megabit.data import load_cifar10
 from megabit.data.cifar import DataError
 from megabit.models.nqe import NQE
-from megabit.train.classifier import (evaluate, init_for_finetune, load_classifier, quantize_float_start,
-                                        reestimate_bn)
+from megabit.train.classifier import evaluate, load_classifier, quantize_float_start, reestimate_bn
 from megabit.utils import atomic_write_text
 
 ap = argparse.ArgumentParser()
@@ -58,13 +57,11 @@ res = {"model": a.model, "float_accuracy": float_acc, "test_images": len(test), 
        "note": "CIFAR-10 JPEG-q75 copy; flip TTA; blocks listed are the ones whose weights are quantized",
        "starts": []}
 for lv in first:
-    if lv is None:
-        model = init_for_finetune(a.model, 0.0, (train.x, train.y))
-    else:  # the same float weights in a layer table whose first block has lv levels
-        layers = (replace(src.cfg.layers[0], levels=lv),) + src.cfg.layers[1:]
-        moved = NQE(src.cfg.with_(layers=layers))
-        moved.load_state_dict(src.state_dict())
-        model = quantize_float_start(moved.eval(), train.x, train.y)
+    start_src = src
+    if lv is not None:  # the same float weights in a layer table whose first block has lv levels
+        start_src = NQE(src.cfg.with_(layers=(replace(src.cfg.layers[0], levels=lv),) + src.cfg.layers[1:]))
+        start_src.load_state_dict(src.state_dict())
+    model = quantize_float_start(start_src.eval(), train.x, train.y)  # what train-classifier --init FLOAT starts from
     if a.first_step_rule:  # the first block's grid by another rule, steps set again on the same float weights
         q0 = model.blocks[0].quant
         q0.spec = replace(q0.spec, step_rule=a.first_step_rule)
