@@ -25,7 +25,7 @@ import torch
 from megabit.data import load_cifar10
 from megabit.data.cifar import DataError
 from megabit.models.nqe import get_preset
-from megabit.train.classifier import TrainConfig, train_classifier
+from megabit.train.classifier import TrainConfig, evaluate, load_classifier, train_classifier
 from megabit.utils import atomic_write_text
 
 
@@ -43,6 +43,11 @@ ap = argparse.ArgumentParser()
 ap.add_argument("--data-root", required=True)
 ap.add_argument("--out", required=True)
 ap.add_argument("--preset", default="nqe-1mbit")
+ap.add_argument("--qat-preset", default=None,
+                help="the QAT runs' layer table (TrainConfig.init_preset; same shapes as --preset, a float start's "
+                     "levels and step rules may differ), e.g. nqe-1mbit-w8; default: --preset")
+ap.add_argument("--twin", default=None,
+                help="an existing float twin (model.pt) of --preset on the same slice: skips training one")
 ap.add_argument("--limit-train", type=int, default=25000)
 ap.add_argument("--limit-test", type=int, default=None)
 ap.add_argument("--float-epochs", type=int, default=10)
@@ -55,10 +60,12 @@ ap.add_argument("--resume", action="store_true")
 ap.add_argument("--no-compile", action="store_true")
 ap.add_argument("--json", default=None)
 a = ap.parse_args()
-try:
-    get_preset(a.preset)
-except ValueError as e:
-    ap.error(f"--preset: {e}")
+for opt, name in (("--preset", a.preset), ("--qat-preset", a.qat_preset)):
+    try:
+        if name is not None:
+            get_preset(name)
+    except ValueError as e:
+        ap.error(f"{opt}: {e}")
 if any(n >= a.epochs for n in a.act_epochs):
     ap.error(f"--act-epochs must each be below --epochs ({a.epochs}): the BN phase needs an epoch")
 try:
@@ -69,20 +76,31 @@ except DataError as e:
 out = Path(a.out)
 common = dict(preset=a.preset, compile=not a.no_compile, eval_every=10_000)
 t0 = time.time()
-twin = train_classifier(TrainConfig(quantize=False, epochs_bn=a.float_epochs, epochs_bsn=0, **common), train, test,
-                        out / "float", resume=a.resume)
-report = {"recipe": " ".join(sys.argv), "preset": a.preset, "train_images": len(train), "test_images": len(test),
+if a.twin:
+    try:
+        twin_model = load_classifier(a.twin)
+    except ValueError as e:
+        sys.exit(f"nqe_two_stage_pilot: error: {e}")
+    if twin_model.cfg.quantize:
+        sys.exit(f"nqe_two_stage_pilot: error: --twin {a.twin} is quantized (expects a float model)")
+    twin = {"accuracy": evaluate(twin_model, test)["accuracy"], "train_wall_s": None}
+    teacher = a.twin
+else:
+    twin = train_classifier(TrainConfig(quantize=False, epochs_bn=a.float_epochs, epochs_bsn=0, **common), train,
+                            test, out / "float", resume=a.resume)
+    teacher = str(out / "float" / "model.pt")
+report = {"recipe": " ".join(sys.argv), "preset": a.preset, "qat_preset": a.qat_preset or a.preset, "train_images": len(train), "test_images": len(test),
           "data": train.source, "note": "CIFAR-10 JPEG-q75 copy; flip TTA; one BN end per run, no conversion",
           "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch "
                      f"{torch.__version__}, cpu capability {torch.backends.cpu.get_cpu_capability()}",
-          "float": {"accuracy": twin["accuracy"], "epochs": a.float_epochs, "train_wall_s": twin["train_wall_s"]},
+          "float": {"accuracy": twin["accuracy"], "epochs": None if a.twin else a.float_epochs, "model": teacher,
+                    "train_wall_s": twin["train_wall_s"]},
           "runs": []}
-teacher = str(out / "float" / "model.pt")
 for seed in a.seeds:
     for act in a.act_epochs:
         torch._dynamo.reset()  # each run compiles its own model; one process's cache would hit dynamo's recompile limit
         cfg = TrainConfig(init=teacher, teacher=teacher, kd_alpha=a.kd_alpha, epochs_act=act, epochs_bn=a.epochs - act,
-                          epochs_bsn=0, lr=a.lr, seed=seed, **common)
+                          epochs_bsn=0, lr=a.lr, seed=seed, init_preset=a.qat_preset, **common)
         r = train_classifier(cfg, train, test, out / f"act{act}-seed{seed}", resume=a.resume)
         n = r["notes"]
         report["runs"].append({"act_epochs": act, "bn_epochs": a.epochs - act, "seed": seed, "bn_end": r["accuracy"],

@@ -40,7 +40,7 @@ def test_integer_encoder_refuses_bn_mode_and_bad_input(codec):
 @given(coder=st.sampled_from(["raw", "tans", "rans"]), streams=st.sampled_from([1, 4]))
 def test_patch_encoder_mbit_roundtrip(codec, coder, streams):
     ie = IntegerPatchEncoder.from_model(codec)
-    data = encode_mbit(ie, coder=coder, n_streams=streams)
+    data = encode_mbit(ie, coder=coder, n_streams=streams, raw_fallback=False)
     f = read_mbit(data)
     assert f.kind == "patch-encoder" and f.codec_config == codec.cfg
     back = mbit_to_integer(f)
@@ -57,7 +57,7 @@ def test_patch_encoder_mbit_roundtrip(codec, coder, streams):
 @settings(max_examples=40, deadline=None)
 @given(data=st.data())
 def test_corrupted_patch_encoder_file_is_a_clear_error(codec, data):
-    blob = bytearray(encode_mbit(IntegerPatchEncoder.from_model(codec), coder="tans"))
+    blob = bytearray(encode_mbit(IntegerPatchEncoder.from_model(codec), coder="tans", raw_fallback=False))
     if data.draw(st.booleans()):
         blob = blob[: data.draw(st.integers(0, len(blob) - 1))]
     else:

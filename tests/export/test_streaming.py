@@ -13,7 +13,7 @@ from tests.conftest import make_bsn_model
 def test_streaming_logits_equal_integer_nqe(coder, tmp_path):
     m = make_bsn_model(seed=3)
     net = IntegerNQE.from_model(m)
-    data = encode_mbit(net, coder=coder)
+    data = encode_mbit(net, coder=coder, raw_fallback=False)
     path = tmp_path / "m.mbit"
     path.write_bytes(data)
     torch.manual_seed(0)
@@ -26,7 +26,7 @@ def test_streaming_logits_equal_integer_nqe(coder, tmp_path):
 
 def test_peak_decoded_bytes_is_largest_layer_not_sum():
     m = make_bsn_model(seed=1)
-    data = encode_mbit(IntegerNQE.from_model(m), coder="tans")
+    data = encode_mbit(IntegerNQE.from_model(m), coder="tans", raw_fallback=False)
     seen = []
     s = StreamingIntegerNQE(data, on_decode=lambda name, nb: seen.append((name, nb)))
     x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
@@ -46,7 +46,7 @@ def test_tracemalloc_peak_lower_when_streaming():
     cfg = NQEConfig(name="stream-big", layers=(LayerSpec(64, levels=3, pool=True), LayerSpec(128, levels=3, pool=True),
                                                 LayerSpec(128, levels=5, pool=True)), head_levels=3)
     m = make_bsn_model(seed=0, cfg=cfg)
-    data = encode_mbit(IntegerNQE.from_model(m), coder="tans")
+    data = encode_mbit(IntegerNQE.from_model(m), coder="tans", raw_fallback=False)
     x = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
     st = peak_memory(data, x, streaming=True)
     full = peak_memory(data, x, streaming=False)
@@ -56,7 +56,7 @@ def test_tracemalloc_peak_lower_when_streaming():
 
 
 def test_rejects_bad_input():
-    data = encode_mbit(IntegerNQE.from_model(make_bsn_model()), coder="tans")
+    data = encode_mbit(IntegerNQE.from_model(make_bsn_model()), coder="tans", raw_fallback=False)
     s = StreamingIntegerNQE(data)
     with pytest.raises(ValueError, match="uint8"):
         s(torch.zeros(1, 3, 32, 32))

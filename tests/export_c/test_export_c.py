@@ -87,7 +87,7 @@ def test_unsupported_config_is_refused(cfg, msg):
 
 
 def test_refusal_happens_at_export_before_writing(net, tmp_path):
-    f = read_mbit(encode_mbit(net, coder="tans"))
+    f = read_mbit(encode_mbit(net, coder="tans", raw_fallback=False))
     bad = dataclasses.replace(f, config=f.config.with_(layers=(dataclasses.replace(f.config.layers[0], kernel=4),)
                                                        + f.config.layers[1:]))
     with pytest.raises(ValueError, match="odd kernel"):
@@ -100,11 +100,11 @@ def test_refusal_happens_at_export_before_writing(net, tmp_path):
 
 def test_rans_is_refused_with_a_clear_message(net, tmp_path):
     with pytest.raises(ValueError, match="rANS-coded weights are not supported.*--coder tans"):
-        export_c(encode_mbit(net, coder="rans"), tmp_path / "out")
+        export_c(encode_mbit(net, coder="rans", raw_fallback=False), tmp_path / "out")
 
 
 def test_descriptors_keep_the_coded_form(net):
-    data = encode_mbit(net, coder="tans", n_streams=3)
+    data = encode_mbit(net, coder="tans", n_streams=3, raw_fallback=False)
     m = plan_model(data)
     f = read_mbit(data)
     for L, s in zip(m.layers, f.sections[1:]):
@@ -133,7 +133,7 @@ def test_cli_writes_the_project(net, tmp_path, capsys):
     from megabit.cli.export_c import main
 
     p = tmp_path / "m.mbit"
-    p.write_bytes(encode_mbit(net, coder="tans"))
+    p.write_bytes(encode_mbit(net, coder="tans", raw_fallback=False))
     assert main([str(p), "-o", str(tmp_path / "c"), "--json"]) == 0
     mm = json.loads(capsys.readouterr().out)
     assert mm["lut"] == "flash"
@@ -158,7 +158,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 @needs_cc
 @pytest.mark.parametrize("coder, streams, lut", [("tans", 1, "flash"), ("tans", 4, "ram"), ("raw", 1, "flash")])
 def test_c_logits_are_bit_exact(net, tmp_path, coder, streams, lut):
-    _check_exact(net, encode_mbit(net, coder=coder, n_streams=streams), tmp_path, _images(300), lut=lut)
+    _check_exact(net, encode_mbit(net, coder=coder, n_streams=streams, raw_fallback=False), tmp_path, _images(300), lut=lut)
 
 
 @pytest.mark.cc
@@ -179,7 +179,7 @@ def test_c_matches_random_architectures(tmp_path_factory, seed, data):
     net = random_integer_net(cfg, seed)
     coder = data.draw(st.sampled_from(["tans", "raw"]))
     mbit = encode_mbit(net, coder=coder, n_streams=data.draw(st.integers(1, 5)),
-                       table_log=data.draw(st.sampled_from([5, 8, 11])) if coder == "tans" else None)
+                       table_log=data.draw(st.sampled_from([5, 8, 11])) if coder == "tans" else None, raw_fallback=False)
     out = tmp_path_factory.mktemp("arch")
     _check_exact(net, mbit, out, _images(40, in_c, h, w, seed % 1000), lut=data.draw(st.sampled_from(["flash", "ram"])))
 
@@ -203,7 +203,7 @@ def _sanitizer_flags_or_skip(tmp_path: Path) -> tuple[str, ...]:
 def test_sanitizers_run_clean(net, tmp_path):
     flags = _sanitizer_flags_or_skip(tmp_path)
     for coder, lut in (("tans", "ram"), ("raw", "flash")):
-        _check_exact(net, encode_mbit(net, coder=coder, n_streams=2), tmp_path / coder, _images(30), flags, lut=lut)
+        _check_exact(net, encode_mbit(net, coder=coder, n_streams=2, raw_fallback=False), tmp_path / coder, _images(30), flags, lut=lut)
 
 
 @pytest.mark.cc
@@ -211,7 +211,7 @@ def test_sanitizers_run_clean(net, tmp_path):
 def test_memory_map_matches_object_sizes(net, tmp_path):
     for coder, lut in (("tans", "flash"), ("tans", "ram")):
         d = tmp_path / f"{coder}-{lut}"
-        mm = export_c(encode_mbit(net, coder=coder, n_streams=2), d, lut=lut).memory_map
+        mm = export_c(encode_mbit(net, coder=coder, n_streams=2, raw_fallback=False), d, lut=lut).memory_map
         sz = object_sizes(d)
         n_arrays = 5
         # model.o holds exactly the const data (Berkeley `size` counts .rodata as text)
@@ -230,7 +230,7 @@ def test_memory_map_matches_object_sizes(net, tmp_path):
 @pytest.mark.cc
 @needs_cc
 def test_main_reads_files_and_rejects_partial_images(net, tmp_path):
-    export_c(encode_mbit(net, coder="tans"), tmp_path)
+    export_c(encode_mbit(net, coder="tans", raw_fallback=False), tmp_path)
     exe = compile_c(tmp_path)
     x = _images(5)
     (tmp_path / "x.raw").write_bytes(x.tobytes())
@@ -245,7 +245,7 @@ def test_main_reads_files_and_rejects_partial_images(net, tmp_path):
 @pytest.mark.cc
 @needs_cc
 def test_corrupted_stream_is_reported(net, tmp_path):
-    data = encode_mbit(net, coder="tans", n_streams=2)
+    data = encode_mbit(net, coder="tans", n_streams=2, raw_fallback=False)
     export_c(data, tmp_path)
     m = plan_model(data)
     bad = dataclasses.replace(m, layers=(dataclasses.replace(m.layers[0], stream_bits=m.layers[0].stream_bits + 1),)
@@ -286,9 +286,9 @@ def test_c_int32_params_are_bit_exact(net, tmp_path, monkeypatch):
     from megabit.export.c.memory import Layout
 
     monkeypatch.setattr(Layout, "param_bytes", property(lambda self: 4))
-    mm = _check_exact(net, encode_mbit(net, coder="tans"), tmp_path / "c", _images(50))
+    mm = _check_exact(net, encode_mbit(net, coder="tans", raw_fallback=False), tmp_path / "c", _images(50))
     assert "typedef int32_t mb_param_t;" in (tmp_path / "c" / "model.h").read_text()
-    n = sum(L.cout for L in plan_model(encode_mbit(net, coder="tans")).layers)
+    n = sum(L.cout for L in plan_model(encode_mbit(net, coder="tans", raw_fallback=False)).layers)
     assert mm["flash"]["data"]["params"] == 4 * n
 
 
@@ -310,7 +310,7 @@ def test_patch_encoder_plan_and_refusals(tmp_path):
 
     from ..conftest import make_bsn_patch_codec
 
-    data = encode_mbit(IntegerPatchEncoder.from_model(make_bsn_patch_codec(1)), coder="tans")
+    data = encode_mbit(IntegerPatchEncoder.from_model(make_bsn_patch_codec(1)), coder="tans", raw_fallback=False)
     m = plan_model(data)
     assert m.is_encoder and m.layers[-1].kind == KIND_CODE and m.code_bits == 64 and m.num_classes == 0
     with pytest.raises(ValueError, match="32x32 patches"):
@@ -329,7 +329,7 @@ def test_c_patch_encoder_bits_are_exact(tmp_path, coder, lut):
 
     ie = IntegerPatchEncoder.from_model(make_bsn_patch_codec(2))
     x = np.concatenate([_images(30), _patches_of_demo_image(30)])
-    res = export_c(encode_mbit(ie, coder=coder, n_streams=4 if lut == "ram" else 1), tmp_path, lut=lut)
+    res = export_c(encode_mbit(ie, coder=coder, n_streams=4 if lut == "ram" else 1, raw_fallback=False), tmp_path, lut=lut)
     got = run_c_codes(compile_c(tmp_path), x)
     np.testing.assert_array_equal(got, ie(torch.from_numpy(x)).reshape(len(x), -1).numpy())
     assert res.memory_map["kind"] == "patch-encoder" and res.memory_map["ram"]["app_io"]["code_bits"] == 64
@@ -369,7 +369,7 @@ def test_patch_encoder_sanitizers_run_clean(tmp_path):
 
     ie = IntegerPatchEncoder.from_model(make_bsn_patch_codec(4))
     flags = _sanitizer_flags_or_skip(tmp_path)
-    export_c(encode_mbit(ie, coder="tans", n_streams=2), tmp_path)
+    export_c(encode_mbit(ie, coder="tans", n_streams=2, raw_fallback=False), tmp_path)
     x = _images(10)
     got = run_c_codes(compile_c(tmp_path, flags), x)
     np.testing.assert_array_equal(got, ie(torch.from_numpy(x)).reshape(len(x), -1).numpy())
@@ -383,8 +383,8 @@ def test_patch_encoder_sanitizers_run_clean(tmp_path):
 def test_c_per_channel_bsn_is_bit_exact(tmp_path, bsn):
     """[I] per-channel BSN / BSN mantissa: the runtime's per-channel params give the integer path's logits."""
     net = IntegerNQE.from_model(make_bsn_model(seed=3, fit=True, **bsn))
-    mm = _check_exact(net, encode_mbit(net, coder="tans"), tmp_path / "c", _images(200))
-    plan = plan_model(encode_mbit(net, coder="tans"))
+    mm = _check_exact(net, encode_mbit(net, coder="tans", raw_fallback=False), tmp_path / "c", _images(200))
+    plan = plan_model(encode_mbit(net, coder="tans", raw_fallback=False))
     assert all(L.rshift == -128 for L in plan.layers if L.kind == 1)
     n_channels = sum(L.cout for L in plan.layers if L.kind == 1)
     n_bias = sum(L.cout for L in plan.layers if L.kind != 1)

@@ -8,7 +8,7 @@ from megabit.fmt.mbit import MbitError, encode_mbit, inspect_mbit, mbit_to_integ
 from tests.conftest import corrupt_bytes, make_bsn_model
 
 _NET = IntegerNQE.from_model(make_bsn_model(3))
-_FILE = encode_mbit(_NET, coder="tans", n_streams=4)
+_FILE = encode_mbit(_NET, coder="tans", n_streams=4, raw_fallback=False)
 
 
 @pytest.mark.parametrize("coder", ["raw", "tans", "rans"])
@@ -34,7 +34,7 @@ def test_roundtrip_bit_exact(coder, streams, tmp_path):
 @given(st.integers(0, 1000), st.sampled_from(["raw", "tans", "rans"]), st.sampled_from([1, 4, 32]))
 def test_roundtrip_property(seed, coder, streams):
     net = IntegerNQE.from_model(make_bsn_model(seed))
-    net2 = mbit_to_integer(read_mbit(encode_mbit(net, coder=coder, n_streams=streams)))
+    net2 = mbit_to_integer(read_mbit(encode_mbit(net, coder=coder, n_streams=streams, raw_fallback=False)))
     assert all(np.array_equal(a.codes, b.codes) for a, b in zip(net.layers, net2.layers))
 
 
@@ -46,9 +46,9 @@ def test_entropy_coding_beats_raw_on_skewed_weights():
     for L in net.layers:  # 90% zeros where the grid has a zero level: cheap to code, not to raw-pack
         if L.levels % 2:
             L.codes[rng.random(L.codes.shape) < 0.9] = 0
-    raw, tans = (inspect_mbit(read_mbit(encode_mbit(net, coder=c))) for c in ("raw", "tans"))
+    raw, tans = (inspect_mbit(read_mbit(encode_mbit(net, coder=c, raw_fallback=False))) for c in ("raw", "tans"))
     assert tans["weight_bits"] < 0.8 * raw["weight_bits"]
-    assert mbit_to_integer(read_mbit(encode_mbit(net, coder="tans"))).layers[0].codes.tolist() == net.layers[0].codes.tolist()
+    assert mbit_to_integer(read_mbit(encode_mbit(net, coder="tans", raw_fallback=False))).layers[0].codes.tolist() == net.layers[0].codes.tolist()
 
 
 @settings(max_examples=150, deadline=None)

@@ -89,7 +89,7 @@ def test_budget_equals_packed_bits_and_file_round_trip(seed, v):
     for a, b in zip(net.layers, net2.layers):
         assert np.array_equal(a.shift, b.shift) and np.array_equal(a.mant, b.mant)
         assert np.array_equal(a.offsets, b.offsets) and np.array_equal(a.codes, b.codes)
-    blob = encode_mbit(net, coder="tans")
+    blob = encode_mbit(net, coder="tans", raw_fallback=False)
     f = read_mbit(blob)
     assert inspect_mbit(f)["file_bytes"] == len(blob)
     back = mbit_to_model(f)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..models.nqe import NQEConfig
+from ..models.nqe import NQEConfig, layer_offset_bits, layer_shift_bits
 from ..quant.weight import bits_per_code, code_range
 from .integer import IntegerNQE, IntHead, IntLayer
 
@@ -80,7 +80,8 @@ def budget(cfg: NQEConfig) -> list[BudgetRow]:
     for i, L in enumerate(cfg.layers):
         n = L.out * (cin // L.groups) * L.kernel * L.kernel
         b = bits_per_code(L.levels)
-        norm = bsn_scale_count(cfg, L.out) * (cfg.shift_bits + cfg.bsn_mantissa_bits) + L.out * cfg.offset_bits
+        norm = (bsn_scale_count(cfg, L.out) * (layer_shift_bits(cfg, L) + cfg.bsn_mantissa_bits)
+                + L.out * layer_offset_bits(cfg, L))
         kind = f"conv{L.kernel}x{L.kernel}" + (f" g{L.groups}" if L.groups > 1 else "")
         rows.append(BudgetRow(f"blocks.{i}", kind, n, L.levels, b, n * b, norm, 0))
         cin = L.out
@@ -153,10 +154,10 @@ def _codes_to_index(codes: np.ndarray, levels: int) -> np.ndarray:
 def pack_model(net: IntegerNQE) -> tuple[bytes, int]:
     """Raw bit-packed memory image of an integer network: (bytes, exact bit count)."""
     cfg, w = net.cfg, _BitWriter()
-    for L in net.layers:
+    for L, spec in zip(net.layers, cfg.layers):
         w.write(_codes_to_index(L.codes, L.levels), bits_per_code(L.levels))
-        write_scales(w, L, bsn_scale_count(cfg, len(L.offsets)), cfg.shift_bits, cfg.bsn_mantissa_bits)
-        w.write(L.offsets, cfg.offset_bits, signed=True)
+        write_scales(w, L, bsn_scale_count(cfg, len(L.offsets)), layer_shift_bits(cfg, spec), cfg.bsn_mantissa_bits)
+        w.write(L.offsets, layer_offset_bits(cfg, spec), signed=True)
     w.write(_codes_to_index(net.head.codes, net.head.levels), bits_per_code(net.head.levels))
     w.write(net.head.bias, cfg.head_bias_bits, signed=True)
     bits = w.bits()
@@ -178,8 +179,8 @@ def unpack_model(cfg: NQEConfig, data: bytes) -> IntegerNQE:
         if idx.max(initial=0) >= len(cr):
             raise ValueError("packed weights hold an index outside the level grid")
         codes = cr[idx].reshape(shape).astype(np.int8)
-        shift, mant = read_scales(r, bsn_scale_count(cfg, L.out), cfg.shift_bits, cfg.bsn_mantissa_bits)
-        offs = r.read(L.out, cfg.offset_bits, signed=True)
+        shift, mant = read_scales(r, bsn_scale_count(cfg, L.out), layer_shift_bits(cfg, L), cfg.bsn_mantissa_bits)
+        offs = r.read(L.out, layer_offset_bits(cfg, L), signed=True)
         layers.append(IntLayer(codes, L.levels, L.groups, L.pool, shift, offs, mant, cfg.bsn_mantissa_bits))
         cin = L.out
     cr = np.asarray(code_range(cfg.head_levels))

@@ -40,7 +40,7 @@ import numpy as np
 from ..export.bitpack import (MBIT, _BitReader, _BitWriter, _codes_to_index, bsn_scale_count, pack_bits, read_scales,
                               unpack_bits, write_scales)
 from ..export.integer import IntegerNQE, IntegerPatchEncoder, IntHead, IntLayer
-from ..models.nqe import NQE, NQEConfig
+from ..models.nqe import NQE, LayerSpec, NQEConfig, layer_offset_bits, layer_shift_bits
 from ..quant.weight import bits_per_code, code_range
 from ..utils import atomic_write_bytes
 from . import spec as S
@@ -105,22 +105,40 @@ def _code_weights(codes: np.ndarray, levels: int, coder: str, table_log: int | N
     return freqs_to_bytes(freqs), payload
 
 
-def _scale_fields(cfg: NQEConfig | None, out: int) -> tuple[int, int, int]:
-    """(n, shift_bits, mantissa_bits) of the BSN scales stored after the offsets; n = 0: none (the paper's BSN)."""
+def _code_section_weights(codes: np.ndarray, levels: int, coder: str, table_log: int | None,
+                          n_streams: int, raw_fallback: bool = True) -> tuple[int, bytes, bytes]:
+    """(coder id, table, payload) of one section: ``coder``'s, or raw where raw is strictly smaller
+    (``raw_fallback``).
+
+    [I] A section records its own coder, so an entropy-coded file never stores a tensor larger than
+    its bit-packed form: a small tensor on a wide grid (an 8-bit first layer: 1,728 weights, a 255-entry
+    frequency table) packs smaller raw. Readers and the C export decode each section by its own coder.
+    """
+    table, payload = _code_weights(codes, levels, coder, table_log, n_streams)
+    if raw_fallback and coder != "raw" and (codes.size * bits_per_code(levels) + 7) // 8 < len(table) + len(payload):
+        table, payload = _code_weights(codes, levels, "raw", None, 1)
+        coder = "raw"
+    return S.CODERS[coder], table, payload
+
+
+def _scale_fields(cfg: NQEConfig | None, out: int, spec: LayerSpec | None = None) -> tuple[int, int, int]:
+    """(n, shift_bits, mantissa_bits) of the BSN scales stored after the offsets; n = 0: none (the paper's BSN).
+    ``spec``: the conv block, whose own shift width (``LayerSpec.shift_bits``) wins over the config's."""
     if cfg is None or (cfg.bsn_granularity == "layer" and not cfg.bsn_mantissa_bits):
         return 0, 0, 0
-    return bsn_scale_count(cfg, out), cfg.shift_bits, cfg.bsn_mantissa_bits
+    return bsn_scale_count(cfg, out), layer_shift_bits(cfg, spec), cfg.bsn_mantissa_bits
 
 
-def _norm_field_bits(cfg: NQEConfig | None, out: int, obits: int) -> int:
-    n, sb, mb = _scale_fields(cfg, out)
+def _norm_field_bits(cfg: NQEConfig | None, out: int, obits: int, spec: LayerSpec | None = None) -> int:
+    n, sb, mb = _scale_fields(cfg, out, spec)
     return out * obits + n * (sb + mb)
 
 
-def _conv_section(tag: int, index: int, L: IntLayer, offset_bits: int, coder: str, cid: int,
-                  table_log: int | None, n_streams: int, cfg: NQEConfig | None = None) -> Section:
-    table, payload = _code_weights(L.codes, L.levels, coder, table_log, n_streams)
-    n, sb, mb = _scale_fields(cfg, len(L.offsets))
+def _conv_section(tag: int, index: int, L: IntLayer, offset_bits: int, coder: str,
+                  table_log: int | None, n_streams: int, cfg: NQEConfig | None = None,
+                  raw_fallback: bool = True) -> Section:
+    cid, table, payload = _code_section_weights(L.codes, L.levels, coder, table_log, n_streams, raw_fallback)
+    n, sb, mb = _scale_fields(cfg, len(L.offsets), None if cfg is None else cfg.layers[index])
     fixed = S.MBIT_CONV.pack(L.levels, 0 if n > 1 else int(L.shift), offset_bits, L.groups, L.codes.size,
                              len(L.offsets), len(table))
     w = _BitWriter()
@@ -131,11 +149,13 @@ def _conv_section(tag: int, index: int, L: IntLayer, offset_bits: int, coder: st
 
 
 def encode_mbit(net: IntegerNQE | IntegerPatchEncoder, coder: str = "tans", table_log: int | None = None,
-                n_streams: int = 1, meta: dict | None = None) -> bytes:
-    """Serialize an integer network (classifier or patch encoder) to .mbit bytes."""
+                n_streams: int = 1, meta: dict | None = None, raw_fallback: bool = True) -> bytes:
+    """Serialize an integer network (classifier or patch encoder) to .mbit bytes.
+
+    ``raw_fallback``: a section whose ``coder`` form (table + streams) is larger than its bit-packed weights
+    is written raw (each section records its coder); ``False`` keeps ``coder`` everywhere."""
     if coder not in S.CODERS:
         raise ValueError(f"coder must be one of {', '.join(S.CODERS)}, got {coder!r}")
-    cid = S.CODERS[coder]
     if isinstance(net, IntegerPatchEncoder):
         cfg = net.cfg.nqe_config()
         head = {"kind": "patch-encoder", "config": cfg.to_dict(), "codec_config": net.cfg.to_dict(), "meta": meta or {}}
@@ -144,14 +164,16 @@ def encode_mbit(net: IntegerNQE | IntegerPatchEncoder, coder: str = "tans", tabl
         head = {"kind": "nqe-classifier", "config": cfg.to_dict(), "meta": meta or {}}
     secs = [Section(S.SECTION_CONFIG, S.CODER_NONE, 0, json.dumps(head, sort_keys=True).encode())]
     for i, L in enumerate(net.layers):
-        secs.append(_conv_section(S.SECTION_CONV, i, L, cfg.offset_bits, coder, cid, table_log, n_streams, cfg))
+        secs.append(_conv_section(S.SECTION_CONV, i, L, layer_offset_bits(cfg, cfg.layers[i]), coder, table_log,
+                                  n_streams, cfg, raw_fallback))
     if isinstance(net, IntegerPatchEncoder):
-        secs.append(_conv_section(S.SECTION_CODE, 0, net.code, cfg.offset_bits, coder, cid, table_log, n_streams))
+        secs.append(_conv_section(S.SECTION_CODE, 0, net.code, cfg.offset_bits, coder, table_log, n_streams,
+                                  raw_fallback=raw_fallback))
     else:
         H = net.head
-        table, payload = _code_weights(H.codes, H.levels, coder, table_log, n_streams)
+        hid, table, payload = _code_section_weights(H.codes, H.levels, coder, table_log, n_streams, raw_fallback)
         fixed = S.MBIT_HEAD.pack(H.levels, cfg.head_bias_bits, H.codes.shape[0], H.codes.shape[1], len(table))
-        secs.append(Section(S.SECTION_HEAD, cid, 0, fixed + _signed_field(H.bias, cfg.head_bias_bits) + table + payload))
+        secs.append(Section(S.SECTION_HEAD, hid, 0, fixed + _signed_field(H.bias, cfg.head_bias_bits) + table + payload))
     return _container(secs)
 
 
@@ -367,20 +389,20 @@ def decode_conv(sec: Section, cfg: NQEConfig, cin: int, codec_config=None) -> In
     if sec.tag == S.SECTION_CODE:
         if codec_config is None:
             raise MbitError("code section without a patch codec config")
-        from ..models.nqe import LayerSpec
-
         L = LayerSpec(codec_config.code_channels, levels=codec_config.code_levels, kernel=1)
+        want_obits = cfg.offset_bits
     else:
         L = cfg.layers[sec.index]
+        want_obits = layer_offset_bits(cfg, L)
     k = L.kernel
-    if (levels, groups, out, obits) != (L.levels, L.groups, L.out, cfg.offset_bits) or n != out * (cin // groups) * k * k:
+    if (levels, groups, out, obits) != (L.levels, L.groups, L.out, want_obits) or n != out * (cin // groups) * k * k:
         raise MbitError(f"{S.SECTION_NAMES[sec.tag]} section {sec.index} does not match the config")
     cfg_scales = None if sec.tag == S.SECTION_CODE else cfg
-    nbits = _norm_field_bits(cfg_scales, out, obits)
+    nbits = _norm_field_bits(cfg_scales, out, obits, L)
     offb, table, payload = _split(sec.payload, S.MBIT_CONV.size, 1, nbits, tb)
     r = _BitReader(unpack_bits(offb, nbits))
     offsets = r.read(out, obits, signed=True)
-    ns, sb, mb = _scale_fields(cfg_scales, out)
+    ns, sb, mb = _scale_fields(cfg_scales, out, L)
     mant = 0
     if ns:
         shift, mant = read_scales(r, ns, sb, mb)
@@ -476,8 +498,10 @@ def inspect_mbit(f: MbitFile) -> dict:
             name = f"blocks.{s.index}" if s.tag == S.SECTION_CONV else "code"
             codes, levels = L.codes, L.levels
             fixed = S.MBIT_CONV.size
-            _, _, _, _, _, out, tb = S.MBIT_CONV.unpack_from(s.payload, 0)
-            norm_bytes = (_norm_field_bits(f.config if s.tag == S.SECTION_CONV else None, out, f.config.offset_bits) + 7) // 8
+            _, _, obits, _, _, out, tb = S.MBIT_CONV.unpack_from(s.payload, 0)
+            conv = s.tag == S.SECTION_CONV
+            norm_bytes = (_norm_field_bits(f.config if conv else None, out, obits,
+                                           f.config.layers[s.index] if conv else None) + 7) // 8
             cin = L.codes.shape[0]
         else:
             H = decode_head(s, f.config, cin)

@@ -32,18 +32,28 @@ from ..quant.act import hwmsb_codes
 from ..quant.ste import round_ste
 from ..quant.weight import QuantSpec, WeightQuantizer
 
-__all__ = ["LayerSpec", "NQEConfig", "NQE", "PRESETS", "convert_blocks_to_bsn", "get_preset"]
+__all__ = ["LayerSpec", "NQEConfig", "NQE", "PRESETS", "convert_blocks_to_bsn", "get_preset", "layer_offset_bits",
+           "layer_shift_bits"]
 
 
 @dataclass(frozen=True)
 class LayerSpec:
-    """One conv block: ``out`` channels, ``kernel``, ``groups``, weight ``levels``, ``pool`` after."""
+    """One conv block: ``out`` channels, ``kernel``, ``groups``, weight ``levels``, ``pool`` after.
+
+    ``step_rule`` / ``offset_bits`` / ``shift_bits``: this block's weight step rule and BSN field widths,
+    ``None`` for the config's (``NQEConfig.step_rule`` / ``offset_bits`` / ``shift_bits``). [I] beyond the
+    paper (one rule and one width for every layer): an 8-bit absmax first layer (``nqe-1mbit-ans-hr-w8``)
+    has ~2^6 times larger accumulators, so larger shifts and offsets.
+    """
 
     out: int
     levels: int = 3
     groups: int = 1
     kernel: int = 3
     pool: bool = False
+    step_rule: str | None = None
+    offset_bits: int | None = None
+    shift_bits: int | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +100,11 @@ class NQEConfig:
     def with_(self, **kw) -> "NQEConfig":
         return replace(self, **kw)
 
+
+# [I] the 8-bit first layer's BSN field widths: its accumulators are ~2^6 times a quinary layer's. On a
+# trained one (session 41) the per-channel conversion wanted shifts up to 16 (4 bits cap them at 15) and
+# offsets up to |o| = 10,990 (15 bits); 5 and 18 bits leave room.
+SHIFT_W8, OFF_W8 = 5, 18
 
 # [I] Our layer table: the paper's is not public. 3b (quinary) in the first two layers, 2b
 # (ternary) in the middle, 1b (binary) deep, group convolutions where the layer is widest.
@@ -149,6 +164,36 @@ PRESETS: dict[str, NQEConfig] = {
         ),
         head_levels=5,
     ),
+    # [I] beyond the paper: nqe-1mbit with an 8-bit (255-level) absmax first layer (wider BSN fields
+    # there). Session 40's diagnostic: the histogram-equalized quinary first layer costs the QAT start
+    # 11 points that an absmax 8-bit grid does not (results/nqe_weight_quant_first_absmax_s40.json);
+    # session 41's pilot: +0.66 at the BN end (results/nqe_first_w8_pilot_s41.json). +8,640 weight bits,
+    # +385 BSN bits; raw bit-packing 993,593 bits (fits).
+    "nqe-1mbit-w8": NQEConfig(
+        name="nqe-1mbit-w8",
+        layers=(
+            LayerSpec(64, levels=255, pool=True, step_rule="absmax", offset_bits=OFF_W8, shift_bits=SHIFT_W8),
+            LayerSpec(128, levels=3),
+            LayerSpec(128, levels=3, groups=2, pool=True),
+            LayerSpec(256, levels=2),
+            LayerSpec(256, levels=2, groups=2, pool=True),
+            LayerSpec(256, levels=2, groups=8),
+        ),
+        head_levels=5,
+    ),
+    # [I] the same first layer in the bundled default's table (fits only tANS-coded, as nqe-1mbit-ans-hr)
+    "nqe-1mbit-ans-hr-w8": NQEConfig(
+        name="nqe-1mbit-ans-hr-w8",
+        layers=(
+            LayerSpec(64, levels=255, step_rule="absmax", offset_bits=OFF_W8, shift_bits=SHIFT_W8),
+            LayerSpec(140, levels=3, pool=True),
+            LayerSpec(140, levels=3, groups=2, pool=True),
+            LayerSpec(264, levels=2),
+            LayerSpec(264, levels=2, groups=2, pool=True),
+            LayerSpec(264, levels=2, groups=8),
+        ),
+        head_levels=5,
+    ),
     # a small preset for tests and smoke runs
     "nqe-tiny": NQEConfig(
         name="nqe-tiny",
@@ -178,12 +223,12 @@ class QConvBlock(nn.Module):
         self.weight = nn.Parameter(torch.empty(spec.out, cin // spec.groups, spec.kernel, spec.kernel))
         nn.init.kaiming_normal_(self.weight, nonlinearity="relu")
         levels = spec.levels if cfg.quantize else 0
-        self.quant = WeightQuantizer(QuantSpec(levels, cfg.step_rule, False, cfg.step_momentum))
+        self.quant = WeightQuantizer(QuantSpec(levels, spec.step_rule or cfg.step_rule, False, cfg.step_momentum))
         # [I] beyond the paper: True runs the latent float weights with quantized activations (the first
         # stage of two-stage QAT, TrainConfig.epochs_act); a training-time switch, not part of the config
         self.float_weights = False
         if cfg.norm == "bsn":
-            self.norm: nn.Module = bsn_for(spec.out, cfg)
+            self.norm: nn.Module = bsn_for(spec.out, cfg, spec)
         elif cfg.norm == "bn":
             self.norm = nn.BatchNorm2d(spec.out)
         else:
@@ -242,9 +287,21 @@ class QHead(nn.Module):
         return F.linear(s, w) + b
 
 
-def bsn_for(channels: int, cfg: NQEConfig) -> BitShiftNorm:
-    """The BitShiftNorm a config asks for (granularity, mantissa, field widths)."""
-    return BitShiftNorm(channels, 0, cfg.shift_bits, cfg.offset_bits, cfg.bsn_granularity, cfg.bsn_mantissa_bits)
+def bsn_for(channels: int, cfg: NQEConfig, spec: LayerSpec | None = None) -> BitShiftNorm:
+    """The BitShiftNorm a config asks for (granularity, mantissa, field widths; ``spec``: the block's
+    own offset width where it sets one)."""
+    return BitShiftNorm(channels, 0, layer_shift_bits(cfg, spec), layer_offset_bits(cfg, spec), cfg.bsn_granularity,
+                        cfg.bsn_mantissa_bits)
+
+
+def layer_offset_bits(cfg: NQEConfig, spec: LayerSpec | None) -> int:
+    """The BSN offset width of one block: its own, else the config's."""
+    return cfg.offset_bits if spec is None or spec.offset_bits is None else spec.offset_bits
+
+
+def layer_shift_bits(cfg: NQEConfig, spec: LayerSpec | None) -> int:
+    """The BSN shift width of one block: its own, else the config's."""
+    return cfg.shift_bits if spec is None or spec.shift_bits is None else spec.shift_bits
 
 
 def _sample_channels(t: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
@@ -274,7 +331,7 @@ def convert_blocks_to_bsn(blocks, cfg: NQEConfig, x: torch.Tensor | None = None,
     for blk in blocks:
         bn = blk.norm
         dev = blk.weight.device
-        bsn = bsn_for(blk.spec.out, cfg).to(dev)
+        bsn = bsn_for(blk.spec.out, cfg, blk.spec).to(dev)
         if x is not None:
             w = blk.quant.codes(blk.weight)
 

@@ -186,12 +186,14 @@ def init_for_finetune(spec: str | os.PathLike, step_momentum: float = 0.0,
 
     src, _ = resolve_classifier(spec)
     if arch is not None and arch.layers != src.cfg.layers:
-        def shape(c: NQEConfig) -> list[tuple]:
-            return [(l.out, l.levels, l.groups, l.kernel) for l in c.layers]
+        def shape(c: NQEConfig, grid: bool) -> list[tuple]:
+            return [(l.out, l.groups, l.kernel) + ((l.levels,) if grid else ()) for l in c.layers]
 
-        if shape(arch) != shape(src.cfg):
+        # a float start has no grid yet: its layers may be given any levels and step rules
+        if shape(arch, False) != shape(src.cfg, False) or (src.cfg.quantize and shape(arch, True) != shape(src.cfg, True)):
             raise ValueError(f"{spec}: its weights do not fit the layers of {arch.name or 'the preset'} "
-                             "(channels, levels, groups or kernels differ; only pool positions may)")
+                             "(channels, levels, groups or kernels differ; only pool positions may, and a float "
+                             "start's levels)")
         moved = NQE(src.cfg.with_(layers=arch.layers, name=arch.name))
         moved.load_state_dict(src.state_dict())
         src = moved.eval()

@@ -28,7 +28,7 @@ from ...entropy import _common as ANS
 from ...entropy.freq import freqs_from_bytes
 from ...fmt import spec as S
 from ...fmt.mbit import MbitFile, _norm_field_bits, _split, decode_conv, decode_head, read_mbit
-from ...models.nqe import NQEConfig, PRESETS
+from ...models.nqe import LayerSpec, NQEConfig, PRESETS
 from ...quant.weight import bits_per_code
 
 __all__ = ["KIND_CONV", "KIND_HEAD", "KIND_CODE", "CLayer", "CModel", "check_exportable", "plan_model", "load_mbit"]
@@ -219,13 +219,15 @@ def _coded(sec_coder: int, levels: int, n: int, table: bytes, payload: bytes, na
             "n_streams": int(K), "init_states": init, "freqs": tuple(int(v) for v in freqs)}
 
 
-def _conv_data(s, IL, name: str, x_max: int, cfg: NQEConfig | None = None) -> tuple[dict, np.ndarray, int]:
+def _conv_data(s, IL, name: str, x_max: int, cfg: NQEConfig | None = None,
+               spec: LayerSpec | None = None) -> tuple[dict, np.ndarray, int]:
     """A conv/code section's coded weights, its int64 offsets, and the int32-checked accumulator bound.
 
     ``cfg`` (conv sections): the file's config, for the length of the BSN field and the multipliers
-    ``M_c`` of a per-channel BSN / BSN mantissa ([I]; the bound is then that of ``acc * M_c + o_c``)."""
+    ``M_c`` of a per-channel BSN / BSN mantissa ([I]; the bound is then that of ``acc * M_c + o_c``); ``spec``:
+    the block, for its own shift width."""
     fixed = S.MBIT_CONV.unpack_from(s.payload, 0)
-    _, table, payload = _split(s.payload, S.MBIT_CONV.size, 1, _norm_field_bits(cfg, fixed[5], fixed[2]), fixed[6])
+    _, table, payload = _split(s.payload, S.MBIT_CONV.size, 1, _norm_field_bits(cfg, fixed[5], fixed[2], spec), fixed[6])
     coded = _coded(s.coder, IL.levels, IL.codes.size, table, payload, name)
     off = IL.offsets.astype(np.int64)
     bound = int((np.abs(IL.codes.astype(np.int64)).reshape(IL.codes.shape[0], -1).sum(1) * x_max * IL.multipliers).max())
@@ -255,7 +257,7 @@ def plan_model(src: str | os.PathLike | bytes | MbitFile, image_size: tuple[int,
             name = f"blocks.{s.index}"
             spec = cfg.layers[s.index]
             IL = decode_conv(s, cfg, cin)
-            coded, off, bound = _conv_data(s, IL, name, x_max, cfg)
+            coded, off, bound = _conv_data(s, IL, name, x_max, cfg, spec)
             rs = np.asarray(IL.shift, np.int64) + IL.mantissa_bits - cfg.act_bits
             if rs.min() < -28 or rs.max() > 31:
                 raise ValueError(f"{name}: BSN shift {IL.shift} out of the runtime's range ({cfg.act_bits - 28}..{cfg.act_bits + 31})")
