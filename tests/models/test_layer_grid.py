@@ -48,11 +48,13 @@ def test_the_layer_overrides_the_config():
     assert codes.abs().max() == 127 and torch.allclose(codes * q0.step, m.blocks[0].weight, atol=float(q0.step) / 2 + 1e-7)
 
 
-def test_old_configs_without_the_fields_still_load():
-    d = tiny_cfg().to_dict()
-    for l in d["layers"]:
-        del l["step_rule"], l["offset_bits"]
-    assert NQEConfig.from_dict(d) == tiny_cfg()
+def test_unset_overrides_are_not_written_and_old_configs_load():
+    # a file of a config without overrides is byte for byte what it was before the fields existed
+    assert all(set(l) == {"out", "levels", "groups", "kernel", "pool"} for l in tiny_cfg().to_dict()["layers"])
+    assert NQEConfig.from_dict(tiny_cfg().to_dict()) == tiny_cfg()
+    d = w8_cfg().to_dict()
+    assert d["layers"][0]["offset_bits"] == 16 and "offset_bits" not in d["layers"][1]
+    assert NQEConfig.from_dict(d) == w8_cfg()
 
 
 def test_integer_path_is_exact_with_the_wide_first_layer(w8_model):

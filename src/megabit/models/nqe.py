@@ -81,7 +81,8 @@ class NQEConfig:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["layers"] = [asdict(l) for l in self.layers]
+        # a layer's optional overrides are written only when set: files without them stay byte for byte
+        d["layers"] = [{k: v for k, v in asdict(l).items() if v is not None} for l in self.layers]
         return d
 
     @classmethod
@@ -164,36 +165,6 @@ PRESETS: dict[str, NQEConfig] = {
         ),
         head_levels=5,
     ),
-    # [I] beyond the paper: nqe-1mbit with an 8-bit (255-level) absmax first layer (wider BSN fields
-    # there). Session 40's diagnostic: the histogram-equalized quinary first layer costs the QAT start
-    # 11 points that an absmax 8-bit grid does not (results/nqe_weight_quant_first_absmax_s40.json);
-    # session 41's pilot: +0.66 at the BN end (results/nqe_first_w8_pilot_s41.json). +8,640 weight bits,
-    # +385 BSN bits; raw bit-packing 993,593 bits (fits).
-    "nqe-1mbit-w8": NQEConfig(
-        name="nqe-1mbit-w8",
-        layers=(
-            LayerSpec(64, levels=255, pool=True, step_rule="absmax", offset_bits=OFF_W8, shift_bits=SHIFT_W8),
-            LayerSpec(128, levels=3),
-            LayerSpec(128, levels=3, groups=2, pool=True),
-            LayerSpec(256, levels=2),
-            LayerSpec(256, levels=2, groups=2, pool=True),
-            LayerSpec(256, levels=2, groups=8),
-        ),
-        head_levels=5,
-    ),
-    # [I] the same first layer in the bundled default's table (fits only tANS-coded, as nqe-1mbit-ans-hr)
-    "nqe-1mbit-ans-hr-w8": NQEConfig(
-        name="nqe-1mbit-ans-hr-w8",
-        layers=(
-            LayerSpec(64, levels=255, step_rule="absmax", offset_bits=OFF_W8, shift_bits=SHIFT_W8),
-            LayerSpec(140, levels=3, pool=True),
-            LayerSpec(140, levels=3, groups=2, pool=True),
-            LayerSpec(264, levels=2),
-            LayerSpec(264, levels=2, groups=2, pool=True),
-            LayerSpec(264, levels=2, groups=8),
-        ),
-        head_levels=5,
-    ),
     # a small preset for tests and smoke runs
     "nqe-tiny": NQEConfig(
         name="nqe-tiny",
@@ -205,6 +176,21 @@ PRESETS: dict[str, NQEConfig] = {
         head_levels=3,
     ),
 }
+
+
+def _first_layer_w8(cfg: NQEConfig, name: str) -> NQEConfig:
+    """``cfg`` with its first conv on a 255-level (8-bit) absmax grid and wider BSN fields there."""
+    first = replace(cfg.layers[0], levels=255, step_rule="absmax", offset_bits=OFF_W8, shift_bits=SHIFT_W8)
+    return cfg.with_(name=name, layers=(first,) + cfg.layers[1:])
+
+
+# [I] beyond the paper: nqe-1mbit with an 8-bit absmax first layer. Session 40's diagnostic: the
+# histogram-equalized quinary first layer costs the QAT start 11 points that an absmax 8-bit grid does not
+# (results/nqe_weight_quant_first_absmax_s40.json); session 41's pilot: +0.66 at the BN end
+# (results/nqe_first_w8_pilot_s41.json). +8,640 weight bits, +385 BSN bits; raw bit-packing 993,593 (fits).
+PRESETS["nqe-1mbit-w8"] = _first_layer_w8(PRESETS["nqe-1mbit"], "nqe-1mbit-w8")
+# [I] the same first layer in the bundled default's table (fits only tANS-coded, as nqe-1mbit-ans-hr)
+PRESETS["nqe-1mbit-ans-hr-w8"] = _first_layer_w8(PRESETS["nqe-1mbit-ans-hr"], "nqe-1mbit-ans-hr-w8")
 
 
 def get_preset(name: str) -> NQEConfig:
