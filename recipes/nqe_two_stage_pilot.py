@@ -4,10 +4,15 @@
         --preset nqe-1mbit --limit-train 15000 --limit-test 5000 --float-epochs 8 --epochs 6 --act-epochs 0,2 \
         --seeds 0,1 --json results/nqe_two_stage_pilot_s40.json   # session 40's run
 
+    python recipes/nqe_two_stage_pilot.py --data-root ../shared/data/cifar10-jpeg-q75 --out runs/s41w8 \
+        --preset nqe-1mbit --qat-preset nqe-1mbit-w8 --twin runs/s40pilot/float/model.pt --limit-train 15000 \
+        --limit-test 5000 --epochs 6 --act-epochs 0 --seeds 0,1 --json results/nqe_first_w8_pilot_s41.json  # session 41
+
 A float twin of ``--preset`` (``--float-epochs``, on the same training slice), then for each seed and each
 ``--act-epochs`` value A one QAT run from it with KD from it (alpha 0.7, T 4): A epochs of quantized
-activations on float weights (``TrainConfig.epochs_act``), then ``--epochs - A`` BN-phase epochs; no BSN
-phase (the per-channel conversion after it is nearly lossless, sessions 34-39). Recorded per run: the QAT
+activations on float weights (``TrainConfig.epochs_act``), then ``--epochs - A`` BN-phase epochs, in
+``--qat-preset``'s layer table (``--twin``: reuse a twin); no BSN phase (the per-channel conversion after it is
+nearly lossless, sessions 34-39). Recorded per run: the QAT
 start (both quantized), the act stage's start, the BN stage's start, the BN end, all on the test set
 (``--limit-test`` images) with flip TTA. Every stage resumes with ``--resume``; the JSON is rewritten after each run.
 

@@ -202,8 +202,8 @@ def coded_size_estimate(cfg: NQEConfig, coder: str = "tans", seed: int = 0, cali
 
     [I] Why this predicts a trained model's file: the histogram-equalized step makes every level
     about equally frequent whatever the weight distribution, so the coded bits per weight are
-    ~log2(levels) before and after training (``nqe-1mbit``: 929,568 estimated vs 928,904 bits for the
-    trained file, +0.07 %). It does not hold for step rules that keep a bell-shaped histogram
+    ~log2(levels) before and after training (``nqe-1mbit``: 929,352 estimated vs 925,456 bits for the
+    bundled trained file, +0.42 %; session 4's: 929,568 vs 928,904). It does not hold for step rules that keep a bell-shaped histogram
     (``absmax``): those code smaller after training, so the estimate is then an upper bound only.
     """
     import torch
