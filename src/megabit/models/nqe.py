@@ -274,8 +274,8 @@ class QHead(nn.Module):
 
 
 def bsn_for(channels: int, cfg: NQEConfig, spec: LayerSpec | None = None) -> BitShiftNorm:
-    """The BitShiftNorm a config asks for (granularity, mantissa, field widths; ``spec``: the block's
-    own offset width where it sets one)."""
+    """The BitShiftNorm a config asks for (granularity, mantissa, field widths; ``spec``: the block, whose
+    own shift and offset widths win where it sets them)."""
     return BitShiftNorm(channels, 0, layer_shift_bits(cfg, spec), layer_offset_bits(cfg, spec), cfg.bsn_granularity,
                         cfg.bsn_mantissa_bits)
 
