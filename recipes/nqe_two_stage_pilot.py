@@ -12,9 +12,8 @@ A float twin of ``--preset`` (``--float-epochs``, on the same training slice), t
 ``--act-epochs`` value A one QAT run from it with KD from it (alpha 0.7, T 4): A epochs of quantized
 activations on float weights (``TrainConfig.epochs_act``), then ``--epochs - A`` BN-phase epochs, in
 ``--qat-preset``'s layer table (``--twin``: reuse a twin); no BSN phase (the per-channel conversion after it is
-nearly lossless, sessions 34-39). Recorded per run: the QAT
-start (both quantized), the act stage's start, the BN stage's start, the BN end, all on the test set
-(``--limit-test`` images) with flip TTA. Every stage resumes with ``--resume``; the JSON is rewritten after each run.
+nearly lossless, sessions 34-39). Recorded per run: the QAT start (both quantized), the act stage's start, the BN
+stage's start, the BN end, all on the test set (``--limit-test`` images) with flip TTA. Every stage resumes with ``--resume``; the JSON is rewritten after each run.
 
 [I] A pilot on a training slice with a short schedule: it can show a large effect, not a 0.3-point one.
 """
@@ -94,7 +93,8 @@ else:
     twin = train_classifier(TrainConfig(quantize=False, epochs_bn=a.float_epochs, epochs_bsn=0, **common), train,
                             test, out / "float", resume=a.resume)
     teacher = str(out / "float" / "model.pt")
-report = {"recipe": " ".join(sys.argv), "preset": a.preset, "qat_preset": a.qat_preset or a.preset, "train_images": len(train), "test_images": len(test),
+report = {"recipe": " ".join(sys.argv), "preset": a.preset, "qat_preset": a.qat_preset or a.preset,
+          "train_images": len(train), "test_images": len(test),
           "data": train.source, "note": "CIFAR-10 JPEG-q75 copy; flip TTA; one BN end per run, no conversion",
           "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch "
                      f"{torch.__version__}, cpu capability {torch.backends.cpu.get_cpu_capability()}",

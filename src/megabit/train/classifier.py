@@ -190,7 +190,7 @@ def init_for_finetune(spec: str | os.PathLike, step_momentum: float = 0.0,
             return [(l.out, l.groups, l.kernel) + ((l.levels,) if grid else ()) for l in c.layers]
 
         # a float start has no grid yet: its layers may be given any levels and step rules
-        if shape(arch, False) != shape(src.cfg, False) or (src.cfg.quantize and shape(arch, True) != shape(src.cfg, True)):
+        if shape(arch, src.cfg.quantize) != shape(src.cfg, src.cfg.quantize):
             raise ValueError(f"{spec}: its weights do not fit the layers of {arch.name or 'the preset'} "
                              "(channels, levels, groups or kernels differ; only pool positions may, and a float "
                              "start's levels)")
